@@ -1,0 +1,76 @@
+"""Settings: one small immutable object, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from streams.topics import Topics
+
+__all__ = ["Settings"]
+
+ENV_PREFIX = "SURVEIL_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime settings shared by every command.
+
+    Every field can be set from the environment as ``SURVEIL_<FIELD>`` (upper case), e.g.
+    ``SURVEIL_BROKERS=kafka:9092`` or ``SURVEIL_TOPIC_PREFIX=venue1.``.
+
+    >>> Settings(topic_prefix="t.").topics.halts
+    't.halts'
+    """
+
+    brokers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    data_dir: Path = Path("var")
+    app_id: str = "m2m-surveillance"
+    #: Partitions per topic when this system creates topics.
+    partitions: int = 1
+    #: Trades handed to the detectors at once (upper bound) and how long to wait to fill a batch.
+    batch_max: int = 2000
+    batch_within_s: float = 0.05
+    #: Consumer-group session timeout (seconds). The embedded broker's first join takes about
+    #: half of it, so tests use ~6.
+    session_timeout_s: float = 30.0
+    web_port: int = 6066
+    dashboard_port: int = 8501
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    def with_(self, **changes: Any) -> Settings:
+        """Copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``SURVEIL_*`` variables, then keyword overrides (``None`` = unset)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is None or name == "extra":
+                continue
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+            if kind == "int":
+                values[name] = int(raw)
+            elif kind == "float":
+                values[name] = float(raw)
+            elif kind == "Path":
+                values[name] = Path(raw)
+            else:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
