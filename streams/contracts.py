@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 __all__ = [
+    "Agent",
     "Alert",
     "Bar",
     "Halt",
@@ -70,6 +71,17 @@ class Trade(msgspec.Struct, kw_only=True, gc=False):
     venue: NonEmpty = "default"
     asset_class: str | None = None
     aggressor: Literal["buy", "sell"] | None = None
+
+
+class Agent(msgspec.Struct, kw_only=True, gc=False):
+    """One entry of the optional agent registry (DESIGN §3.2)."""
+
+    agent_id: NonEmpty
+    owner: str | None = None
+    funded_by: str | None = None
+    created_ts: float | str | None = None
+    kind: str | None = None
+    venue: str | None = None
 
 
 class Alert(msgspec.Struct, kw_only=True):
