@@ -32,8 +32,9 @@ class Settings:
     app_id: str = "m2m-surveillance"
     #: Partitions per topic when this system creates topics.
     partitions: int = 1
-    #: Trades handed to the detectors at once (upper bound) and how long to wait to fill a batch.
-    batch_max: int = 2000
+    #: Kafka messages handed to the detectors at once (each may hold many trades) and how long
+    #: to wait to fill such a batch.
+    batch_messages: int = 64
     batch_within_s: float = 0.05
     #: Consumer-group session timeout (seconds). The embedded broker's first join takes about
     #: half of it, so tests use ~6.
