@@ -80,6 +80,8 @@ class Feed:
         self.mids = [inst.price for inst in spec.instruments]
         self.elapsed = 0.0
         self.count = 0
+        #: Planted episodes (offsets from ``start``); a live feed may append more as it goes.
+        self.episodes = list(spec.episodes)
 
     def next(self, duration_s: float) -> list[Trade]:
         """Trades of the next ``duration_s`` event-time seconds, in time order."""
@@ -114,7 +116,7 @@ class Feed:
         path = self.mids[k] * np.exp(np.concatenate([[0.0], walk]))
         self.mids[k] = float(path[-1])
         mid = np.interp(t, grid, path)
-        for ep in spec.episodes:
+        for ep in self.episodes:
             if ep.instrument == inst.name:
                 mid = mid * ep.factor(t)
         side = rng.integers(0, 2, n) * 2 - 1  # +1: buyer-initiated, prints at the ask

@@ -1,0 +1,142 @@
+"""The Faust app factory: a thin agent around the surveillance engine.
+
+One agent consumes ``trades`` in batches of Kafka messages (each message one trade or a JSON array
+of trades), decodes them in bulk, sends what breaks the contract to ``trades.dlq`` (with the reason,
+the original bytes and topic/partition/offset) and hands the valid trades to
+:class:`streams.pipeline.Surveillance`. Alerts go to ``alerts`` (key = alert_id), halts to ``halts``
+(key = instrument), one-second bars to ``bars`` (a JSON array per batch).
+
+Delivery is at-least-once: Faust acks a batch only after the agent has handled it and flushes the
+producer before committing offsets. Redelivered trades are recognised by (venue, trade_id) and
+processed once; alert ids and halt sequence numbers are deterministic, so downstream sinks stay
+idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from detectors.market import MarketConfig
+from streams.contracts import Rejected, Trade, decode_message, encode
+from streams.pipeline import EngineOutput, Surveillance
+from streams.settings import Settings
+
+__all__ = ["RawMessage", "WorkerCounters", "create_app", "decode_messages", "publish_output"]
+
+log = logging.getLogger("surveil.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    value: bytes | None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    key: bytes | None = None
+
+    @property
+    def source(self) -> dict[str, Any]:
+        key = self.key.decode("utf-8", "replace") if self.key is not None else None
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                "key": key}
+
+
+@dataclass(slots=True)
+class WorkerCounters:
+    messages: int = 0
+    trades: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    halts: int = 0
+
+
+def decode_messages(messages: Iterable[RawMessage]) -> tuple[list[Trade], list[Rejected]]:
+    """Decode a batch of ``trades`` messages; never raises."""
+    trades: list[Trade] = []
+    rejected: list[Rejected] = []
+    for msg in messages:
+        if msg.value is None:
+            rejected.append(Rejected("bad_json: empty message (no value)", b"", None, msg.source))
+            continue
+        ok, bad = decode_message(msg.value, msg.source)
+        trades += ok
+        rejected += bad
+    return trades, rejected
+
+
+async def publish_output(app: faust.App, settings: Settings, out: EngineOutput,
+                         rejected: Sequence[Rejected]) -> None:
+    """Send a batch's results to their topics (buffered by the producer)."""
+    topics = settings.topics
+    for r in rejected:
+        key = (r.source.get("key") or "").encode()
+        await app.producer.send(topics.dlq, key or None, encode(r.to_record()), None, None, None)
+    for a in out.alerts:
+        await app.producer.send(topics.alerts, a.alert_id.encode(), encode(a), None, None, None)
+    for h in out.halts:
+        await app.producer.send(topics.halts, h.instrument.encode(), encode(h), None, None, None)
+    if out.bars:
+        await app.producer.send(topics.bars, None, encode(out.bars), None, None, None)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Surveillance | None = None,
+    market: MarketConfig | None = None,
+) -> faust.App:
+    """Build the worker's Faust app (no module-level app: tests build as many as they like)."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b.strip()}" for b in settings.brokers.split(",") if b.strip()],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        stream_wait_empty=False,
+    )
+    surveillance = engine or Surveillance(market)
+    counters = WorkerCounters()
+    trades_topic = app.topic(settings.topics.trades, key_type=bytes, value_type=bytes,
+                             value_serializer="raw", key_serializer="raw")
+    last_log = [time.monotonic()]
+
+    @app.agent(trades_topic, name="judge-trades")
+    async def judge(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_messages,
+                                               within=settings.batch_within_s):
+            msgs = [RawMessage(e.message.value, e.message.topic, e.message.partition,
+                               e.message.offset, e.message.key) for e in events]
+            trades, rejected = decode_messages(msgs)
+            out = surveillance.process(trades)
+            await publish_output(app, settings, out, rejected)
+            counters.messages += len(msgs)
+            counters.trades += len(trades)
+            counters.rejected += len(rejected)
+            counters.duplicates += out.duplicates
+            counters.alerts += len(out.alerts)
+            counters.halts += len(out.halts)
+            for h in out.halts:
+                log.info("halt %s %s %s seq=%s ts=%s", h.instrument, h.state, h.reason, h.seq,
+                         h.ts)
+            if time.monotonic() - last_log[0] >= 10:
+                last_log[0] = time.monotonic()
+                log.info("worker: %s", counters)
+
+    app.surveillance = surveillance  # type: ignore[attr-defined]
+    app.counters = counters  # type: ignore[attr-defined]
+    app.judge = judge  # type: ignore[attr-defined]
+    return app

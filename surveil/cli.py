@@ -1,0 +1,213 @@
+"""The ``surveil`` command line (DESIGN §3.7)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+SPEEDS = ("1", "10", "100", "max")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base: Settings = ctx.obj
+    return base.with_(**overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--brokers", envvar="SURVEIL_BROKERS", help="Kafka bootstrap servers host:port[,…]"
+              " (env SURVEIL_BROKERS).")
+@click.option("--topic-prefix", envvar="SURVEIL_TOPIC_PREFIX", help="Prefix for every topic name.")
+@click.option("--data-dir", envvar="SURVEIL_DATA_DIR", type=click.Path(path_type=Path),
+              help="Where the store lives (default ./var).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, brokers: str | None, topic_prefix: str | None,
+        data_dir: Path | None, verbose: bool) -> None:
+    """m2m-surveillance: streaming surveillance of machine-to-machine markets."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = Settings.from_env(brokers=brokers, topic_prefix=topic_prefix, data_dir=data_dir)
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--partitions", type=int, default=1, show_default=True)
+@click.pass_context
+def broker(ctx: click.Context, port: int, partitions: int) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) and create the topics."""
+    from streams.broker import serve
+
+    settings = _settings(ctx)
+
+    def ready(bootstrap: str) -> None:
+        click.echo(f"broker ready on {bootstrap}; topics: {', '.join(settings.topics.all())}")
+
+    sys.exit(serve(port=port, topics=settings.topics.all(), partitions=partitions, ready=ready))
+
+
+@cli.command()
+@click.option("--partitions", type=int, help="Partitions for topics this command creates.")
+@click.option("--session-timeout", type=float, help="Consumer-group session timeout (s).")
+@click.pass_context
+def worker(ctx: click.Context, partitions: int | None, session_timeout: float | None) -> None:
+    """Run the Faust worker: trades in; alerts, halts, bars and dead letters out."""
+    import faust
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = _settings(ctx, partitions=partitions, session_timeout_s=session_timeout)
+    ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
+    app = create_app(settings)
+    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+
+
+@cli.command()
+@click.pass_context
+def store(ctx: click.Context) -> None:
+    """Run the store writer: alerts, halts and bars into the analytics store."""
+    from streams.store import run_store_writer
+    from streams.topics import ensure_topics
+
+    settings = _settings(ctx)
+    ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
+    click.echo(f"store writer: {settings.store_dir}")
+    try:
+        run_store_writer(settings)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.pass_context
+def dashboard(ctx: click.Context, port: int) -> None:
+    """Serve the Streamlit dashboard (reads the store while the pipeline writes it)."""
+    from dashboard.serve import serve, wait_ready
+
+    settings = _settings(ctx)
+    proc = serve(store_dir=settings.store_dir, port=port)
+    try:
+        wait_ready(port, 60)
+        click.echo(f"dashboard: http://127.0.0.1:{port}")
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(10)
+
+
+@cli.command()
+@click.argument("tape", type=click.Path(path_type=Path))
+@click.option("--agents", type=click.Path(path_type=Path), help="Agent registry file.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def backtest(tape: Path, agents: Path | None, out_dir: Path) -> None:
+    """Run a tape through the detectors offline; write alerts, halts and a summary to OUT."""
+    from replay.backtest import run_backtest
+    from replay.tape import TapeError
+
+    try:
+        result = run_backtest(tape, out_dir=out_dir, agents=agents)
+    except TapeError as exc:
+        raise click.ClickException(str(exc)) from None
+    s = result.summary
+    click.echo(f"{s['trades_read']} rows, {s['rejected']} rejected, {s['duplicates']} duplicates; "
+               f"{s['alerts']} alerts {s['alerts_by_kind']}, {s['halts']} halts "
+               f"{s['halts_by_state_reason']}; {s['trades_per_s']} trades/s -> {out_dir}")
+
+
+@cli.command()
+@click.argument("tape", type=click.Path(path_type=Path))
+@click.option("--agents", type=click.Path(path_type=Path), help="Agent registry file to publish.")
+@click.option("--speed", type=click.Choice(SPEEDS), default="max", show_default=True,
+              help="Event-time speed-up; max = as fast as the broker takes it.")
+@click.option("--loop", is_flag=True, help="Start again at the end (until Ctrl-C).")
+@click.option("--batch", type=int, default=500, show_default=True, help="Trades per message.")
+@click.pass_context
+def replay(ctx: click.Context, tape: Path, agents: Path | None, speed: str, loop: bool,
+           batch: int) -> None:
+    """Publish a tape to the trades topic in event-time order, batched."""
+    from surveil.commands import replay_tape
+
+    settings = _settings(ctx)
+    replay_tape(settings, tape, agents=agents, speed=None if speed == "max" else float(speed),
+                loop=loop, batch=batch)
+
+
+@cli.command()
+@click.option("--scenario", type=click.Choice(["calm", "flash_crash", "spike"]), default="calm",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", type=float, default=3600, show_default=True,
+              help="Event-time seconds.")
+@click.option("--rate", type=float, default=20.0, show_default=True,
+              help="Trades per second per instrument.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def simulate(scenario: str, seed: int, duration: float, rate: float, out_dir: Path) -> None:
+    """Write a synthetic tape (tape.parquet) and its labels (labels.jsonl)."""
+    from surveil.commands import simulate_tape
+
+    path = simulate_tape(scenario=scenario, seed=seed, duration=duration, rate=rate,
+                         out_dir=out_dir)
+    click.echo(f"wrote {path} and {out_dir / 'labels.jsonl'}")
+
+
+@cli.command()
+@click.option("--rate", type=float, default=20.0, show_default=True,
+              help="Trades per second per instrument.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crash-every", type=float, default=300.0, show_default=True,
+              help="Plant a crash or spike every N seconds (0 = never).")
+@click.pass_context
+def feed(ctx: click.Context, rate: float, seed: int, crash_every: float) -> None:
+    """Publish a live synthetic market (event time = now) to the trades topic."""
+    from surveil.commands import live_feed
+
+    live_feed(_settings(ctx), rate=rate, seed=seed, crash_every=crash_every)
+
+
+@cli.command()
+@click.option("--trades", "n_trades", type=int, default=1_000_000, show_default=True)
+@click.option("--batch", type=int, default=500, show_default=True, help="Trades per message.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
+@click.pass_context
+def bench(ctx: click.Context, n_trades: int, batch: int, as_json: bool) -> None:
+    """Measure decode ceiling, pipeline trades/s and publish→halt latency on the embedded broker."""
+    from surveil.bench import run_bench
+
+    figures = run_bench(n_trades=n_trades, batch=batch, echo=click.echo)
+    if as_json:
+        click.echo(json.dumps(figures))
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True, help="Embedded broker port.")
+@click.option("--dashboard-port", type=int, default=8501, show_default=True)
+@click.option("--rate", type=float, default=20.0, show_default=True)
+@click.option("--crash-every", type=float, default=120.0, show_default=True)
+@click.pass_context
+def up(ctx: click.Context, port: int, dashboard_port: int, rate: float,
+       crash_every: float) -> None:
+    """Everything: embedded broker, worker, store writer, synthetic market and dashboard."""
+    from surveil.up import run_up
+
+    sys.exit(run_up(_settings(ctx), port=port, dashboard_port=dashboard_port, rate=rate,
+                    crash_every=crash_every))
+
+
+def main() -> None:
+    cli(prog_name="surveil")
+
+
+if __name__ == "__main__":
+    main()
