@@ -1,0 +1,47 @@
+"""Shared pytest fixtures.
+
+- ``_clean_surveil_env`` (autouse): no test sees the developer's ``SURVEIL_*`` variables.
+- ``broker`` (session): bootstrap address of one embedded Tansu broker shared by the whole run;
+  its log is ``<pytest tmp>/broker/tansu.log``.
+- ``topic_prefix``: a unique topic prefix per test, so tests sharing the broker never read each
+  other's messages (``Topics(prefix=topic_prefix)``).
+
+Notes for tests using the broker: the first join of a consumer group takes about half the
+session timeout, so use ``session.timeout.ms`` ~6000; create topics with
+:func:`streams.topics.ensure_topics` before producing (Tansu auto-creates unknown topics with its
+own partition count); aiokafka producers must not be idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+
+__all__: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _clean_surveil_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every ``SURVEIL_*`` variable from the environment for the test's duration."""
+    for name in list(os.environ):
+        if name.startswith("SURVEIL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start one embedded broker on a free port for the session; yield ``"127.0.0.1:PORT"``."""
+    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(port=free_port(), log_path=log_path) as embedded:
+        yield embedded.bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix unique to this test, e.g. ``"t1a2b3c4d."``."""
+    return f"t{uuid4().hex[:8]}."
