@@ -1,0 +1,149 @@
+"""The store's on-disk layout, shared by the writer (:mod:`streams.store`) and every reader.
+
+``store_dir/{alerts,halts,bars}/`` each hold immutable Parquet part files with the schema in
+:data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.5, §3.6, bars) to a row. A
+record is identified by its :data:`KEYS`. Files starting with ``.`` are
+being written; a part with a ``<name>.merged`` tombstone beside it was merged into a newer part
+and is about to be deleted. :func:`part_files` applies these rules, so readers need no more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias, get_args
+
+import msgspec
+import pyarrow as pa
+
+from streams.contracts import Alert, Bar, Halt
+
+__all__ = [
+    "KEYS",
+    "KINDS",
+    "MERGED",
+    "SCHEMAS",
+    "SORT",
+    "Key",
+    "Kind",
+    "epoch_us",
+    "part_files",
+    "row_key",
+    "to_row",
+]
+
+Kind: TypeAlias = Literal["alerts", "halts", "bars"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+
+_TS = pa.timestamp("us", tz="UTC")
+_STR_LIST = pa.list_(pa.string())
+#: Parquet schema of each kind (also what readers use while a folder is still empty).
+SCHEMAS: Final[Mapping[Kind, pa.Schema]] = {
+    "alerts": pa.schema([
+        ("alert_id", pa.string()), ("ts", _TS), ("kind", pa.string()), ("score", pa.float64()),
+        ("instrument", pa.string()), ("agents", _STR_LIST), ("venue", pa.string()),
+        ("detector", pa.string()), ("summary", pa.string()), ("evidence", pa.string()),
+        ("schema", pa.string()),
+    ]),
+    "halts": pa.schema([
+        ("seq", pa.int64()), ("ts", _TS), ("emitted_at", _TS), ("venue", pa.string()),
+        ("instrument", pa.string()), ("state", pa.string()), ("reason", pa.string()),
+        ("resume_at", _TS), ("reference_price", pa.float64()), ("band_low", pa.float64()),
+        ("band_high", pa.float64()), ("alert_ids", _STR_LIST), ("schema", pa.string()),
+    ]),
+    "bars": pa.schema([
+        ("venue", pa.string()), ("instrument", pa.string()), ("ts", _TS),
+        ("open", pa.float64()), ("high", pa.float64()), ("low", pa.float64()),
+        ("close", pa.float64()), ("volume", pa.float64()), ("notional", pa.float64()),
+        ("trades", pa.int64()), ("schema", pa.string()),
+    ]),
+}
+#: The columns that identify a record; a second record with the same key is a duplicate.
+KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
+    "alerts": ("alert_id",),
+    "halts": ("venue", "instrument", "seq"),
+    "bars": ("venue", "instrument", "ts"),
+}
+#: Sort order inside compacted parts (lets Parquet row-group statistics prune reads).
+SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
+    "alerts": ("ts", "alert_id"),
+    "halts": ("venue", "instrument", "seq"),
+    "bars": ("venue", "instrument", "ts"),
+}
+
+
+
+#: Suffix of the tombstone that retires a part merged away by compaction (see the module docs).
+MERGED: Final = ".merged"
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The live part files of one kind's folder, sorted.
+
+    Excludes temporary files and parts retired by compaction (those with a ``.merged``
+    tombstone next to them), so readers stop using a part before it is deleted.
+    """
+    try:
+        names = {entry.name for entry in os.scandir(folder)}
+    except FileNotFoundError:
+        return []
+    return sorted(folder / n for n in names
+                  if n.endswith(".parquet") and not n.startswith(".") and n + MERGED not in names)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+_json = msgspec.json.Encoder(order="sorted")
+
+Key: TypeAlias = tuple[Any, ...]
+
+
+def _utc(value: Any) -> datetime:
+    """An ISO-8601 string with a zone (or epoch seconds) as an aware UTC datetime."""
+    if isinstance(value, str):
+        dt = datetime.fromisoformat(value.strip())
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        dt = datetime.fromtimestamp(value, UTC)
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp has no time zone: {value!r}")
+    return dt.astimezone(UTC)
+
+
+def _utc_or_none(value: Any) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def epoch_us(dt: datetime) -> int:
+    """Microseconds since the epoch (exact, unlike ``timestamp() * 1e6``)."""
+    return (dt - _EPOCH) // _US
+
+
+def to_row(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate one record against its contract and turn it into a Parquet row.
+
+    Raises ``msgspec.ValidationError`` or ``ValueError`` when the record breaks the contract.
+    """
+    if kind == "alerts":
+        a = msgspec.convert(record, Alert)
+        return {"alert_id": a.alert_id, "ts": _utc(a.ts), "kind": a.kind, "score": a.score,
+                "instrument": a.instrument, "agents": list(a.agents), "venue": a.venue,
+                "detector": a.detector, "summary": a.summary,
+                "evidence": _json.encode(a.evidence).decode(), "schema": a.schema}
+    if kind == "halts":
+        h = msgspec.convert(record, Halt)
+        return {"seq": h.seq, "ts": _utc(h.ts), "emitted_at": _utc(h.emitted_at),
+                "venue": h.venue, "instrument": h.instrument, "state": h.state,
+                "reason": h.reason, "resume_at": _utc_or_none(h.resume_at),
+                "reference_price": h.reference_price, "band_low": h.band_low,
+                "band_high": h.band_high, "alert_ids": list(h.alert_ids), "schema": h.schema}
+    b = msgspec.convert(record, Bar)
+    return {"venue": b.venue, "instrument": b.instrument, "ts": _utc(b.ts), "open": b.open,
+            "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,
+            "notional": b.notional, "trades": b.trades, "schema": b.schema}
+
+
+def row_key(kind: Kind, row: Mapping[str, Any]) -> Key:
+    """The key of a row (:data:`KEYS`; times as epoch microseconds)."""
+    return tuple(epoch_us(row[c]) if c == "ts" else row[c] for c in KEYS[kind])
