@@ -104,8 +104,10 @@ class CircuitBreaker:
         """Pause (``LUDP``, ``VELOCITY``) or halt (``SPIKE``) at event time ``ts``."""
         state = HALTED if reason == "SPIKE" else PAUSED
         until = ts + self.config.duration(reason)
-        if self.state != TRADING and self.resume_at is not None:  # escalation: never shorten
+        if self.state != TRADING and self.resume_at is not None:  # escalation: never soften
             until = max(until, self.resume_at)
+            if self.state == HALTED:
+                state = HALTED
             self.alert_ids = (*self.alert_ids, *alert_ids)
         else:
             self.alert_ids = tuple(alert_ids)

@@ -69,6 +69,13 @@ class MarketConfig:
     max_gap_s: float = 300.0
     warmup_returns: int = 20
     warmup_s: float = 60.0
+    #: Upper bounds of the adaptive thresholds: however volatile an instrument has become (or
+    #: has been made to look), a move this large always trips.
+    band_cap: float = 0.30
+    velocity_cap: float = 0.40
+    spike_cap: float = 1.00
+    #: An instrument silent this long (event time) starts afresh, as a new instrument would.
+    idle_reset_s: float = 3600.0
     recent_trades: int = 512
     evidence_trades: int = 20
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -129,23 +136,31 @@ class MarketMonitor:
         self.band = self.velocity = self.spike = math.inf
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.ready = False
+        self._reopen_pending = False
 
     # ------------------------------------------------------------------ batch entry point
     def update(self, cols: TradeColumns) -> MonitorOutput:
         """Consume trades in arrival order; batching does not change the result."""
         out = MonitorOutput()
         br, recent = self.breaker, self.recent
+        idle_reset = self.config.idle_reset_s
         for t, tid, p, q, buyer, seller in zip(cols.ts, cols.trade_id, cols.price, cols.qty,
                                                cols.buyer, cols.seller, strict=True):
             if t > self.clock:
+                if t - self.clock >= idle_reset and br.state == TRADING and self.bar is not None:
+                    out.extend(self._restart())
+                    br, recent = self.breaker, self.recent
                 self.clock = t
             clock = self.clock
             sec = int(clock)
+            # resume first, as the global clock would have: the same order either way
+            if br.state != TRADING and clock >= br.resume_at:  # type: ignore[operator]
+                self._resume(clock, out)
             bar = self.bar
             if bar is None or sec != bar.sec:
                 self._roll(sec, out)
-            if br.state != TRADING and clock >= br.resume_at:  # type: ignore[operator]
-                self._resume(clock, out)
+            if self._reopen_pending:
+                self._reopen()
             p1, p2 = self.p1, self.p2
             if p1 is None or p2 is None:
                 m = p
@@ -161,7 +176,7 @@ class MarketMonitor:
                 bar.high, bar.low, bar.close = max(bar.high, p), min(bar.low, p), p
                 bar.mhi, bar.mlo = max(bar.mhi, m), min(bar.mlo, m)
                 bar.mclose = m
-            bar.psum += p
+            bar.psum += m  # the reference is a mean of filtered prints: one stray print cannot move it
             bar.n += 1
             bar.volume += q
             bar.notional += p * q
@@ -174,7 +189,7 @@ class MarketMonitor:
                 dev = m / br.reference_price - 1.0
                 if abs(dev) >= self.spike:
                     self._trip("SPIKE", clock, tid, abs(dev), self.spike, dev, out,
-                               ref=br.reference_price)
+                               ref=br.reference_price, ratio=abs(dev) / self.band)
         return out
 
     def advance(self, clock: float) -> MonitorOutput:
@@ -198,6 +213,14 @@ class MarketMonitor:
     def idle_since(self) -> float:
         return self.clock
 
+    def _restart(self) -> MonitorOutput:
+        """Silent for ``idle_reset_s``: close the open bar and start afresh (as eviction would)."""
+        out = self.flush()
+        clock = self.clock
+        self.__init__(self.venue, self.instrument, self.config)  # type: ignore[misc]
+        self.clock = clock
+        return out
+
     # ------------------------------------------------------------------ internals
     def _check(self, clock: float, m: float, tid: str, bar: _Bar, out: MonitorOutput) -> None:
         hi = max(self.win_hi, bar.mhi)
@@ -206,17 +229,19 @@ class MarketMonitor:
         ref = self.ref
         dev = m / ref - 1.0 if ref else 0.0
         br = self.breaker
+        # one severity for every trigger, so a bigger move never scores lower
+        ratio = max(abs(dev) / self.band, max(down, up) / self.velocity)
         if abs(dev) >= self.spike:
-            self._trip("SPIKE", clock, tid, abs(dev), self.spike, dev, out, ref=ref)
+            self._trip("SPIKE", clock, tid, abs(dev), self.spike, dev, out, ref=ref, ratio=ratio)
         elif down >= self.velocity or up >= self.velocity:
             move = -down if down >= up else up
             self._trip("VELOCITY", clock, tid, abs(move), self.velocity, move, out, ref=ref,
-                       extra={"window_high": hi, "window_low": lo})
+                       ratio=ratio, extra={"window_high": hi, "window_low": lo})
         elif abs(dev) > self.band:
             br.enter_limit(clock, 1 if dev > 0 else -1)
             if br.limit_expired(clock):
                 self._trip("LUDP", clock, tid, abs(dev), self.band, dev, out, ref=ref,
-                           extra={"limit_state_since": br.limit_since})
+                           ratio=ratio, extra={"limit_state_since": br.limit_since})
         elif br.limit_since is not None:
             br.exit_limit()
 
@@ -234,7 +259,7 @@ class MarketMonitor:
             self.bars.append(b)
             self.ref_sum += b.psum
             self.ref_n += b.n
-            self._learn(b)
+            self._learn(b, learn=self.breaker.trading and self.breaker.limit_since is None)
             self.bar = None
         horizon = sec - cfg.ref_window_s
         bars = self.bars
@@ -246,12 +271,17 @@ class MarketMonitor:
         if self._rolls % 1024 == 0:  # wash out floating-point drift of the running sums
             self.ref_sum = math.fsum(x.psum for x in bars)
             self.ref_n = sum(x.n for x in bars)
-        self.ref = self.ref_sum / self.ref_n if self.ref_n > 0 else None
+        if self.ref_n > 0:
+            self.ref = self.ref_sum / self.ref_n
+        else:  # nothing traded in the reference window: the market is waking up, judge afresh
+            self.ref = None
+            self.p1 = self.p2 = None
         sigma = self.sigma = math.sqrt(self.var)
-        self.band = max(cfg.band_floor, cfg.band_k * sigma * math.sqrt(cfg.band_scale_s))
-        self.velocity = max(cfg.velocity_floor,
-                            cfg.velocity_k * sigma * math.sqrt(cfg.velocity_window_s))
-        self.spike = max(cfg.spike_floor, cfg.spike_mult * self.band)
+        self.band = min(cfg.band_cap, max(cfg.band_floor,
+                                          cfg.band_k * sigma * math.sqrt(cfg.band_scale_s)))
+        self.velocity = min(cfg.velocity_cap, max(
+            cfg.velocity_floor, cfg.velocity_k * sigma * math.sqrt(cfg.velocity_window_s)))
+        self.spike = min(cfg.spike_cap, max(cfg.spike_floor, cfg.spike_mult * self.band))
         hi, lo, start = -math.inf, math.inf, sec - cfg.velocity_window_s
         for x in reversed(bars):
             if x.sec < start:
@@ -260,11 +290,15 @@ class MarketMonitor:
         self.win_hi, self.win_lo = hi, lo
         self.ready = (self.nret >= cfg.warmup_returns and sec - self.first_sec >= cfg.warmup_s)
 
-    def _learn(self, b: _Bar) -> None:
-        """EWMA of squared one-second log returns of the filtered close, clipped once warm."""
+    def _learn(self, b: _Bar, *, learn: bool) -> None:
+        """EWMA of squared one-second log returns of the filtered close, clipped once warm.
+
+        Nothing is learnt while the instrument is in a limit state, paused or halted: the
+        baseline must not absorb the very moves it flags.
+        """
         cfg, prev = self.config, self.prev_close
         self.prev_close = (b.sec, b.mclose)
-        if prev is None:
+        if prev is None or not learn:
             return
         gap = min(float(b.sec - prev[0]), cfg.max_gap_s)
         r = math.log(b.mclose / prev[1])
@@ -281,28 +315,33 @@ class MarketMonitor:
         if t is None:
             return
         out.transitions.append(t)
-        # LULD: the reopening trades become the new reference; the velocity window restarts.
+        # Applied before this instrument's next trade is judged (after that trade's second has
+        # rolled), whether the resumption was noticed by its own trade or by the global clock.
+        self._reopen_pending = True
+
+    def _reopen(self) -> None:
+        """LULD: the reopening trades become the new reference; the velocity window restarts."""
+        self._reopen_pending = False
         self.bars.clear()
         self.ref_sum, self.ref_n, self.ref = 0.0, 0, None
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.p1 = self.p2 = None
 
     def _trip(self, reason: str, clock: float, tid: str, measure: float, threshold: float,
-              move: float, out: MonitorOutput, *, ref: float | None,
+              move: float, out: MonitorOutput, *, ref: float | None, ratio: float,
               extra: dict[str, Any] | None = None) -> None:
         cfg = self.config
         kind = "flash_crash" if move < 0 else "price_spike"
         since = {"VELOCITY": clock - cfg.velocity_window_s}.get(reason)
         if reason == "LUDP" and extra:
             since = extra["limit_state_since"]
-        window = [r for r in self.recent if since is None or r[0] >= since] or list(self.recent)
+        recent = list(self.recent)
+        first = next((i for i, r in enumerate(recent) if since is None or r[0] >= since),
+                     len(recent) - 1)
         if reason == "SPIKE" and since is None:
-            window = window[-cfg.evidence_trades * 5:]
-        side = 5 if move < 0 else 4  # sellers drive a crash, buyers a spike
-        volume: Counter[str] = Counter()
-        for r in window:
-            volume[r[side]] += r[3]
-        agents = [a for a, _ in volume.most_common(5)]
+            first = max(0, len(recent) - cfg.evidence_trades * 5)
+        window = recent[first:]
+        agents, volume, impact = _attribute(recent, first, move)
         band_low = ref * (1 - self.band) if ref else None
         band_high = ref * (1 + self.band) if ref else None
         key = (reason, self.venue, self.instrument, round(clock * 1e6), tid)
@@ -335,11 +374,32 @@ class MarketMonitor:
                                          window[: n // 2] + window[-n // 2:])],
             "trigger_trade_id": tid,
             "aggressive_volume": {a: volume[a] for a in agents},
+            "price_impact_pct": {a: round(impact[a] * 100, 3) for a in agents},
             **(extra or {}),
         }
-        out.findings.append(Finding(kind=kind, ts=clock, score=score_ratio(measure / threshold),
+        out.findings.append(Finding(kind=kind, ts=clock, score=score_ratio(ratio),
                                     venue=self.venue, instrument=self.instrument, agents=agents,
                                     summary=summary, evidence=evidence, key=alert_id))
-        out.transitions.append(self.breaker.trip(clock, reason, reference_price=ref,
+        # with no LULD reference yet (just reopened), escalation is judged from the pre-move price
+        halt_ref = ref if ref else (window[0][2] if window else None)
+        out.transitions.append(self.breaker.trip(clock, reason, reference_price=halt_ref,
                                                  band_low=band_low, band_high=band_high,
                                                  alert_ids=[alert_id]))
+
+
+def _attribute(recent: list[tuple[float, str, float, float, str, str]], first: int,
+               move: float) -> tuple[list[str], Counter[str], Counter[str]]:
+    """Who drove the move: the sellers of a crash (buyers of a spike), ranked by the price impact
+    of their prints (each print's return in the move's direction, when positive), then volume."""
+    side, sign = (5, -1.0) if move < 0 else (4, 1.0)
+    volume: Counter[str] = Counter()
+    impact: Counter[str] = Counter()
+    for i in range(first, len(recent)):
+        r = recent[i]
+        volume[r[side]] += r[3]
+        if i > 0:
+            ret = sign * (r[2] / recent[i - 1][2] - 1.0)
+            if ret > 0:
+                impact[r[side]] += ret
+    ranked = sorted(volume, key=lambda a: (-impact[a], -volume[a], a))
+    return ranked[:5], volume, impact

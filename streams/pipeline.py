@@ -86,6 +86,10 @@ class Surveillance:
     State is bounded: at most ``max_instruments`` monitors (idle ones, never halted ones, are
     evicted first and after ``idle_evict_s`` of event time without trades) and a dedup memory of
     ``dedup_capacity``–2×``dedup_capacity`` trade ids.
+
+    ``idle_evict_s`` defaults to the monitors' own ``idle_reset_s``: a monitor silent that long
+    restarts anyway when its next trade comes, so evicting it only frees memory and cannot
+    change any result. Only the ``max_instruments`` cap (an overload guard) can.
     """
 
     def __init__(
@@ -95,13 +99,13 @@ class Surveillance:
         emit_bars: bool = True,
         dedup_capacity: int = 200_000,
         max_instruments: int = 20_000,
-        idle_evict_s: float = 3600.0,
+        idle_evict_s: float | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or MarketConfig()
         self.emit_bars = emit_bars
         self.max_instruments = max_instruments
-        self.idle_evict_s = idle_evict_s
+        self.idle_evict_s = self.config.idle_reset_s if idle_evict_s is None else idle_evict_s
         self.wall_clock = wall_clock
         self.seen = RecentIds(dedup_capacity)
         self.monitors: dict[Key, MarketMonitor] = {}
