@@ -24,6 +24,10 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 __all__ = [
+    "ALERT_KINDS",
+    "HALT_REASONS",
+    "HALT_STATES",
+    "MAX_EPOCH_S",
     "Agent",
     "Alert",
     "Bar",
@@ -236,7 +240,7 @@ def decode_message(
     src = source or {}
     try:
         decoded = _batch_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return _decode_slowly(raw, src)
     trades = decoded if isinstance(decoded, list) else [decoded]
     if all(_check(t) is None for t in trades):
@@ -247,18 +251,15 @@ def decode_message(
 def _decode_slowly(raw: bytes, src: dict[str, Any]) -> tuple[list[Trade], list[Rejected]]:
     """Element by element, so one bad trade does not take its batch-mates down with it."""
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        reason = f"bad_encoding: not UTF-8 ({exc.reason} at byte {exc.start})"
-        return [], [Rejected(reason, raw, None, src)]
-    try:
         parts: list[msgspec.Raw] = _raw_list_decoder.decode(raw)
         indexed = True
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         try:
             msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            return [], [Rejected(f"bad_json: {exc}", raw, None, src)]
+        except msgspec.ValidationError as exc:  # e.g. a number out of range: JSON, but no trade
+            return [], [Rejected(f"invalid_trade: {exc}", raw, None, src)]
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return [], [Rejected(_undecodable(raw, exc), raw, None, src)]
         parts, indexed = [msgspec.Raw(raw)], False
     ok: list[Trade] = []
     bad: list[Rejected] = []
@@ -269,12 +270,23 @@ def _decode_slowly(raw: bytes, src: dict[str, Any]) -> tuple[list[Trade], list[R
         except msgspec.ValidationError as exc:
             bad.append(Rejected(f"invalid_trade: {exc}", bytes(part), index, src))
             continue
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            bad.append(Rejected(_undecodable(bytes(part), exc), bytes(part), index, src))
+            continue
         problem = _check(trade)
         if problem:
             bad.append(Rejected(problem, bytes(part), index, src))
         else:
             ok.append(trade)
     return ok, bad
+
+
+def _undecodable(raw: bytes, exc: Exception) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"bad_encoding: not UTF-8 ({err.reason} at byte {err.start})"
+    return f"bad_json: {exc}"
 
 
 _row_converter_fields = frozenset(Trade.__struct_fields__)
