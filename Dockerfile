@@ -17,6 +17,7 @@ COPY detectors ./detectors
 COPY dashboard ./dashboard
 COPY replay ./replay
 COPY surveil ./surveil
+COPY exchange ./exchange
 RUN pip install . \
     && surveil --help > /dev/null
 

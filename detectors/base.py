@@ -94,7 +94,7 @@ def score_ratio(ratio: float) -> float:
     """
     if not ratio > 0:
         return 0.0
-    return round(min(100.0, 100.0 * (1.0 - 0.5**ratio)), 1)
+    return float(round(min(100.0, 100.0 * (1.0 - 0.5**ratio)), 1))
 
 
 def stable_id(prefix: str, *parts: object) -> str:

@@ -38,7 +38,7 @@ State is bounded: one bar per second over ``ref_window_s`` and the last ``recent
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,7 +176,7 @@ class MarketMonitor:
                 bar.high, bar.low, bar.close = max(bar.high, p), min(bar.low, p), p
                 bar.mhi, bar.mlo = max(bar.mhi, m), min(bar.mlo, m)
                 bar.mclose = m
-            bar.psum += m  # the reference is a mean of filtered prints: one stray print cannot move it
+            bar.psum += m  # a mean of filtered prints: one stray print cannot move it
             bar.n += 1
             bar.volume += q
             bar.notional += p * q
@@ -374,7 +374,7 @@ class MarketMonitor:
                                          window[: n // 2] + window[-n // 2:])],
             "trigger_trade_id": tid,
             "aggressive_volume": {a: volume[a] for a in agents},
-            "price_impact_pct": {a: round(impact[a] * 100, 3) for a in agents},
+            "price_impact_pct": {a: round(impact.get(a, 0.0) * 100, 3) for a in agents},
             **(extra or {}),
         }
         out.findings.append(Finding(kind=kind, ts=clock, score=score_ratio(ratio),
@@ -388,18 +388,20 @@ class MarketMonitor:
 
 
 def _attribute(recent: list[tuple[float, str, float, float, str, str]], first: int,
-               move: float) -> tuple[list[str], Counter[str], Counter[str]]:
+               move: float) -> tuple[list[str], dict[str, float], dict[str, float]]:
     """Who drove the move: the sellers of a crash (buyers of a spike), ranked by the price impact
     of their prints (each print's return in the move's direction, when positive), then volume."""
-    side, sign = (5, -1.0) if move < 0 else (4, 1.0)
-    volume: Counter[str] = Counter()
-    impact: Counter[str] = Counter()
+    crash = move < 0
+    sign = -1.0 if crash else 1.0
+    volume: dict[str, float] = defaultdict(float)
+    impact: dict[str, float] = defaultdict(float)
     for i in range(first, len(recent)):
-        r = recent[i]
-        volume[r[side]] += r[3]
+        _, _, price, qty, buyer, seller = recent[i]
+        agent = seller if crash else buyer
+        volume[agent] += qty
         if i > 0:
-            ret = sign * (r[2] / recent[i - 1][2] - 1.0)
+            ret = sign * (price / recent[i - 1][2] - 1.0)
             if ret > 0:
-                impact[r[side]] += ret
+                impact[agent] += ret
     ranked = sorted(volume, key=lambda a: (-impact[a], -volume[a], a))
     return ranked[:5], volume, impact

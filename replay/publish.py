@@ -48,11 +48,11 @@ def pace(trades: Sequence[Trade], speed: float | None, *, chunk_s: float = 0.05,
         for i in range(0, len(trades), max_batch):
             yield list(trades[i:i + max_batch])
         return
-    t0_event, t0_wall = float(trades[0].ts), time.monotonic()  # type: ignore[arg-type]
+    t0_event, t0_wall = float(trades[0].ts), time.monotonic()
     chunk: list[Trade] = []
     horizon = t0_event
     for t in trades:
-        ts = float(t.ts)  # type: ignore[arg-type]
+        ts = float(t.ts)
         if ts > horizon or len(chunk) >= max_batch:
             if chunk:
                 yield chunk

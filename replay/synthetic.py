@@ -85,7 +85,7 @@ class Feed:
 
     def next(self, duration_s: float) -> list[Trade]:
         """Trades of the next ``duration_s`` event-time seconds, in time order."""
-        spec, rng = self.spec, self.rng
+        spec = self.spec
         parts = [self._instrument(k, inst, duration_s) for k, inst in enumerate(spec.instruments)]
         cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         order = np.argsort(cols["t"], kind="stable")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faust
 
@@ -30,7 +30,16 @@ from streams.pipeline import EngineOutput, Surveillance
 from streams.settings import Settings
 from streams.transport import SurveilApp
 
-__all__ = ["RawMessage", "WorkerCounters", "create_app", "decode_messages", "publish_output"]
+__all__ = [
+    "MemorySink",
+    "ProducerSink",
+    "RawMessage",
+    "Sink",
+    "WorkerCounters",
+    "create_app",
+    "decode_messages",
+    "publish_output",
+]
 
 log = logging.getLogger("surveil.worker")
 
@@ -76,19 +85,45 @@ def decode_messages(messages: Iterable[RawMessage]) -> tuple[list[Trade], list[R
     return trades, rejected
 
 
-async def publish_output(app: faust.App, settings: Settings, out: EngineOutput,
+class Sink(Protocol):
+    """Where the worker's results go (the Faust producer live, a list in tests)."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+
+class ProducerSink:
+    """Sends through the Faust app's producer (buffered; flushed before offsets commit)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self.app.producer.send(topic, key, value, None, None, None)
+
+
+@dataclass
+class MemorySink:
+    """Collects ``(topic, key, value)`` triples."""
+
+    sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+
+async def publish_output(sink: Sink, settings: Settings, out: EngineOutput,
                          rejected: Sequence[Rejected]) -> None:
-    """Send a batch's results to their topics (buffered by the producer)."""
+    """Send a batch's results to their topics."""
     topics = settings.topics
     for r in rejected:
         key = (r.source.get("key") or "").encode()
-        await app.producer.send(topics.dlq, key or None, encode(r.to_record()), None, None, None)
+        await sink.send(topics.dlq, key or None, encode(r.to_record()))
     for a in out.alerts:
-        await app.producer.send(topics.alerts, a.alert_id.encode(), encode(a), None, None, None)
+        await sink.send(topics.alerts, a.alert_id.encode(), encode(a))
     for h in out.halts:
-        await app.producer.send(topics.halts, h.instrument.encode(), encode(h), None, None, None)
+        await sink.send(topics.halts, h.instrument.encode(), encode(h))
     if out.bars:
-        await app.producer.send(topics.bars, None, encode(out.bars), None, None, None)
+        await sink.send(topics.bars, None, encode(out.bars))
 
 
 def create_app(
@@ -96,6 +131,7 @@ def create_app(
     *,
     engine: Surveillance | None = None,
     market: MarketConfig | None = None,
+    sink: Sink | None = None,
 ) -> faust.App:
     """Build the worker's Faust app (no module-level app: tests build as many as they like)."""
     app = SurveilApp(
@@ -116,6 +152,7 @@ def create_app(
         stream_wait_empty=False,
     )
     surveillance = engine or Surveillance(market)
+    output: Sink = sink or ProducerSink(app)
     counters = WorkerCounters()
     trades_topic = app.topic(settings.topics.trades, key_type=bytes, value_type=bytes,
                              value_serializer="raw", key_serializer="raw")
@@ -131,14 +168,15 @@ def create_app(
 
     @app.agent(trades_topic, name="judge-trades")
     async def judge(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_messages,
-                                               within=settings.batch_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+                settings.batch_messages,
+                within=settings.batch_within_s):
             began = time.perf_counter()
             msgs = [RawMessage(e.message.value, e.message.topic, e.message.partition,
                                e.message.offset, e.message.key) for e in events]
             n_trades, rejected, out = await asyncio.get_running_loop().run_in_executor(
                 executor, judge_batch, msgs)
-            await publish_output(app, settings, out, rejected)
+            await publish_output(output, settings, out, rejected)
             counters.messages += len(msgs)
             counters.trades += n_trades
             counters.rejected += len(rejected)

@@ -145,7 +145,7 @@ class Bar(msgspec.Struct, kw_only=True, gc=False):
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Input that broke the trade contract: the reason, the original bytes and where it came from."""
+    """Input that broke the trade contract: the reason, the original bytes, where it came from."""
 
     reason: str
     raw: bytes

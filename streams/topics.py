@@ -22,7 +22,8 @@ class Topics:
     """The pipeline's topics.
 
     >>> Topics(prefix="venue1.").all()
-    ('venue1.trades', 'venue1.agents', 'venue1.alerts', 'venue1.halts', 'venue1.trades.dlq', 'venue1.bars')
+    ('venue1.trades', 'venue1.agents', 'venue1.alerts', 'venue1.halts', 'venue1.trades.dlq',
+     'venue1.bars')
     """
 
     prefix: str = ""

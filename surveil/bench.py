@@ -127,8 +127,8 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         # expected trades in completed bars: all but each instrument's last second
         last_sec: dict[str, int] = {}
         for t in tape:
-            last_sec[t.instrument] = int(t.ts)  # type: ignore[arg-type]
-        expected = sum(1 for t in tape if int(t.ts) < last_sec[t.instrument])  # type: ignore
+            last_sec[t.instrument] = int(t.ts)
+        expected = sum(1 for t in tape if int(t.ts) < last_sec[t.instrument])
         bars_c = _consumer(settings.brokers, [topics.bars])
         env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
                "SURVEIL_TOPIC_PREFIX": settings.topic_prefix, "SURVEIL_SESSION_TIMEOUT_S": "6"}
@@ -212,8 +212,8 @@ def _latency(settings: Settings, feed: Feed, insts: tuple[Instrument, ...], seco
         for key, value in to_messages(chunk, max_batch=500):
             now = time.time()
             producer.send(topics.trades, key=key, value=value)
-            for tid in msgspec.json.decode(value, type=list[_Id]):
-                sent_at[tid.trade_id] = now
+            for ident in msgspec.json.decode(value, type=list[_Id]):
+                sent_at[ident.trade_id] = now
         producer.flush()
         delay = wall0 + (feed.elapsed - t_base) / speed - time.time()
         if delay > 0:
@@ -236,7 +236,7 @@ def _latency(settings: Settings, feed: Feed, insts: tuple[Instrument, ...], seco
     for h in trips:
         tid = next((trigger[a] for a in reversed(h["alert_ids"]) if a in trigger), None)
         if tid in sent_at:
-            out.append((parse_ts(h["emitted_at"]) - sent_at[tid]) * 1000)  # type: ignore[index]
+            out.append((parse_ts(h["emitted_at"]) - sent_at[tid]) * 1000)
     echo(f"latency: {len(out)} halts matched to their trigger trades")
     return out
 

@@ -127,6 +127,29 @@ def backtest(tape: Path, agents: Path | None, out_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("out_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--labels", type=click.Path(path_type=Path), required=True,
+              help="labels.jsonl of the tape (DESIGN §3.4).")
+@click.option("--grace", type=float, default=60.0, show_default=True,
+              help="Seconds after an episode's end during which an alert still counts.")
+@click.option("--lenient", is_flag=True,
+              help="Let flash_crash/price_spike alerts detect contagion labels.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
+def evaluate(out_dir: Path, labels: Path, grace: float, lenient: bool, as_json: bool) -> None:
+    """Score a backtest's alerts and halts (DIR) against labelled episodes."""
+    from replay.evaluate import MARKET_ALIASES, EvaluationError, evaluate_dir, format_table
+
+    try:
+        ev = evaluate_dir(out_dir, labels, grace_s=grace,
+                          aliases=MARKET_ALIASES if lenient else None)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_table(ev))
+    if as_json:
+        click.echo(json.dumps(ev.to_dict()))
+
+
+@cli.command()
 @click.argument("tape", type=click.Path(path_type=Path))
 @click.option("--agents", type=click.Path(path_type=Path), help="Agent registry file to publish.")
 @click.option("--speed", type=click.Choice(SPEEDS), default="max", show_default=True,
