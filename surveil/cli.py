@@ -202,13 +202,17 @@ def feed(ctx: click.Context, rate: float, seed: int, crash_every: float) -> None
 @cli.command()
 @click.option("--trades", "n_trades", type=int, default=1_000_000, show_default=True)
 @click.option("--batch", type=int, default=500, show_default=True, help="Trades per message.")
+@click.option("--instruments", type=int, default=8, show_default=True)
+@click.option("--latency-seconds", type=float, default=40.0, show_default=True,
+              help="Wall-clock length of the latency phase.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the figures.")
-@click.pass_context
-def bench(ctx: click.Context, n_trades: int, batch: int, as_json: bool) -> None:
+def bench(n_trades: int, batch: int, instruments: int, latency_seconds: float,
+          as_json: bool) -> None:
     """Measure decode ceiling, pipeline trades/s and publish→halt latency on the embedded broker."""
     from surveil.bench import run_bench
 
-    figures = run_bench(n_trades=n_trades, batch=batch, echo=click.echo)
+    figures = run_bench(n_trades=n_trades, batch=batch, instruments=instruments,
+                        latency_s=latency_seconds, echo=click.echo)
     if as_json:
         click.echo(json.dumps(figures))
 
