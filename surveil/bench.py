@@ -79,14 +79,24 @@ async def _ceiling(brokers: str, topic: str, n_messages: int) -> tuple[int, floa
         await consumer.stop()
 
 
-def _consumer(brokers: str, topics: list[str]) -> Any:
-    from confluent_kafka import Consumer
+class _Reader:
+    """Reads topics from the beginning (kafka-python, a runtime dependency)."""
 
-    c = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                  "enable.auto.commit": False})
-    c.subscribe(topics)
-    return c
+    def __init__(self, brokers: str, topics: list[str]) -> None:
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(*topics, bootstrap_servers=brokers,
+                                      group_id=f"bench-{uuid.uuid4().hex[:8]}",
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                                      fetch_max_wait_ms=50)
+
+    def poll(self, timeout_s: float) -> list[tuple[str, bytes]]:
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [(r.topic, r.value) for records in batches.values() for r in records]
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int = 8,
@@ -129,7 +139,7 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         for t in tape:
             last_sec[t.instrument] = int(t.ts)
         expected = sum(1 for t in tape if int(t.ts) < last_sec[t.instrument])
-        bars_c = _consumer(settings.brokers, [topics.bars])
+        bars_c = _Reader(settings.brokers, [topics.bars])
         env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
                "SURVEIL_TOPIC_PREFIX": settings.topic_prefix, "SURVEIL_SESSION_TIMEOUT_S": "6"}
         worker = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker"], env=env,
@@ -139,17 +149,15 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         counted = after_first = 0
         deadline = time.monotonic() + 120 + n_trades / 5_000
         while counted < expected and time.monotonic() < deadline:
-            m = bars_c.poll(0.5)
-            if m is None or m.error():
-                continue
-            now = time.perf_counter()
-            n = sum(b["trades"] for b in msgspec.json.decode(m.value()))
-            counted += n
-            if first_t is None:
-                first_t = now
-            else:
-                after_first += n
-            last_t = now
+            for _, value in bars_c.poll(0.5):
+                now = time.perf_counter()
+                n = sum(b["trades"] for b in msgspec.json.decode(value))
+                counted += n
+                if first_t is None:
+                    first_t = now
+                else:
+                    after_first += n
+                last_t = now
         bars_c.close()
         if first_t is None or last_t is None or last_t <= first_t or counted < expected:
             raise RuntimeError(f"worker did not finish the tape: {counted:,}/{expected:,} trades "
@@ -202,7 +210,7 @@ def _latency(settings: Settings, feed: Feed, insts: tuple[Instrument, ...], seco
             feed.episodes.append(Episode(instrument=inst.name, start_s=start,
                                          depth=-0.15 if j % 2 == 0 else 0.15, ramp_s=8,
                                          hold_s=20))
-    halts_c = _consumer(settings.brokers, [topics.halts, topics.alerts])
+    halts_c = _Reader(settings.brokers, [topics.halts, topics.alerts])
     producer = _producer(settings.brokers)
     sent_at: dict[str, float] = {}
     wall0 = time.time()
@@ -223,14 +231,12 @@ def _latency(settings: Settings, feed: Feed, insts: tuple[Instrument, ...], seco
     trips: list[dict[str, Any]] = []
     quiet_until = time.monotonic() + 10
     while time.monotonic() < quiet_until:
-        m = halts_c.poll(0.5)
-        if m is None or m.error():
-            continue
-        rec = msgspec.json.decode(m.value())
-        if m.topic() == topics.alerts:
-            trigger[rec["alert_id"]] = rec["evidence"].get("trigger_trade_id", "")
-        elif rec["state"] != "TRADING":
-            trips.append(rec)
+        for topic, value in halts_c.poll(0.5):
+            rec = msgspec.json.decode(value)
+            if topic == topics.alerts:
+                trigger[rec["alert_id"]] = rec["evidence"].get("trigger_trade_id", "")
+            elif rec["state"] != "TRADING":
+                trips.append(rec)
     halts_c.close()
     out = []
     for h in trips:
