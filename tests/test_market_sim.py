@@ -1,0 +1,255 @@
+"""Agent-based market simulator: determinism, contracts, ground truth, realism, detectors."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exchange.venue import Exchange, MemorySink
+from replay.calvano import CalvanoConfig, nash_and_monopoly
+from replay.market import SCENARIOS, SimResult, report, run_live, simulate, write_outputs
+from replay.market.agents import INSTRUMENTS, Market
+from replay.market.sim import COLLUSION_INSTRUMENT, People, populate
+from replay.tape import read_agents, read_labels, read_tape
+from streams.contracts import parse_ts
+from streams.pipeline import Surveillance
+
+#: Short Calvano run (a few seconds) so the collusion scenarios stay fast.
+FAST = CalvanoConfig(sessions=2, beta=1e-4, max_periods=120_000, converge_periods=10_000, seed=3)
+DURATION = {"calm": 900.0, "flash_crash": 600.0, "spike": 600.0, "wash": 900.0,
+            "circular": 900.0, "sybil": 900.0, "collusion": 900.0, "competitive": 900.0,
+            "mixed": 1200.0}
+EXPECTED = {"calm": set(), "wash": {"wash_trade"}, "circular": {"circular_trading"},
+            "sybil": {"sybil_cluster"}, "flash_crash": {"flash_crash", "contagion"},
+            "spike": {"price_spike"}, "collusion": {"price_collusion"}, "competitive": set(),
+            "mixed": {"wash_trade", "circular_trading", "sybil_cluster", "flash_crash",
+                      "contagion", "price_spike", "price_collusion"}}
+ID = re.compile(r"^agent-[0-9a-f]{6}$")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("calvano")
+
+
+@pytest.fixture(scope="module")
+def runs(cache: Path) -> dict[str, SimResult]:
+    return {s: simulate(s, seed=11, duration_s=DURATION[s], cache_dir=cache, calvano_cfg=FAST)
+            for s in SCENARIOS}
+
+
+def _prices(r: SimResult, inst: str, t0: float, t1: float) -> list[float]:
+    return [t.price for t in r.trades if t.instrument == inst and t0 <= float(t.ts) <= t1]
+
+
+def test_deterministic_for_a_seed(cache: Path) -> None:
+    a = simulate("mixed", seed=5, duration_s=400, cache_dir=cache, calvano_cfg=FAST)
+    b = simulate("mixed", seed=5, duration_s=400, cache_dir=cache, calvano_cfg=FAST)
+    c = simulate("mixed", seed=6, duration_s=400, cache_dir=cache, calvano_cfg=FAST)
+    assert a.trades == b.trades
+    assert a.agents == b.agents
+    assert a.labels == b.labels
+    assert len(a.trades) > 500
+    assert a.trades != c.trades
+    assert a.agents != c.agents
+
+
+def test_unknown_scenario() -> None:
+    with pytest.raises(ValueError, match="unknown scenario"):
+        simulate("nope", seed=0, duration_s=10)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_outputs_round_trip(scenario: str, runs: dict[str, SimResult], tmp_path: Path) -> None:
+    r = runs[scenario]
+    paths = write_outputs(r, tmp_path)
+    tape = read_tape(paths["tape"])
+    assert tape.rejects == []
+    assert tape.rows == len(r.trades) > 0
+    assert [t.trade_id for t in tape.trades] == [t.trade_id for t in r.trades]
+    agents = read_agents(paths["agents"])
+    assert agents.rejects == []
+    assert [a.agent_id for a in agents.agents] == [a.agent_id for a in r.agents]
+    assert all(isinstance(a.created_ts, float) for a in agents.agents)
+    assert read_labels(paths["labels"]) == r.labels
+    assert {lab["kind"] for lab in r.labels} == EXPECTED[scenario]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_labels_point_at_real_trades(scenario: str, runs: dict[str, SimResult]) -> None:
+    r = runs[scenario]
+    registry = {a.agent_id for a in r.agents}
+    assert {x for t in r.trades for x in (t.buyer, t.seller)} <= registry
+    assert all(ID.match(a) for a in registry)  # manipulators' ids look like everyone's
+    for lab in r.labels:
+        t0, t1 = parse_ts(lab["t_start"]), parse_ts(lab["t_end"])
+        assert lab["instruments"]
+        if lab["kind"] != "contagion":
+            assert lab["agents"]
+        for agent in lab["agents"]:
+            assert agent in registry
+            assert any(agent in (t.buyer, t.seller) and t.instrument in lab["instruments"]
+                       and t0 - 1e-6 <= float(t.ts) <= t1 + 1e-6 for t in r.trades), (lab, agent)
+
+
+def test_manipulators_blend_in(runs: dict[str, SimResult]) -> None:
+    r = runs["mixed"]
+    bad = {a for lab in r.labels for a in lab["agents"] if lab["kind"] != "contagion"}
+    honest = [a for a in r.agents if a.agent_id not in bad]
+    kinds = {a.kind for a in honest}
+    assert {a.kind for a in r.agents if a.agent_id in bad} <= kinds
+    # honest owners run several bots and funders are shared by many honest agents
+    per_owner: dict[str | None, int] = defaultdict(int)
+    per_funder: dict[str | None, int] = defaultdict(int)
+    for a in honest:
+        per_owner[a.owner] += 1
+        per_funder[a.funded_by] += 1
+    assert max(n for o, n in per_owner.items() if o) >= 3
+    assert max(per_funder.values()) >= 10
+
+
+def test_calm_has_no_labels_and_no_halts(runs: dict[str, SimResult]) -> None:
+    r = runs["calm"]
+    assert r.labels == []
+    for seed in (11, 12):
+        trades = r.trades if seed == 11 else simulate("calm", seed=seed, duration_s=900).trades
+        engine = Surveillance()
+        out = engine.process(trades)
+        out.extend(engine.flush())
+        assert out.halts == [], [(h.instrument, h.reason, h.ts) for h in out.halts]
+
+
+def test_market_makers_keep_two_sided_books() -> None:
+    m = Market(np.random.default_rng(3), start=1_767_225_600.0)
+    populate(m, People(m), [i.name for i in INSTRUMENTS])
+    spreads: dict[str, list[float]] = defaultdict(list)
+    for k in range(600):
+        m.step()
+        if k >= 10:
+            for inst in m.specs:
+                bid, ask = m.best(inst)
+                assert bid is not None, (inst, k)
+                assert ask is not None, (inst, k)
+                assert bid < ask, (inst, k)
+                spreads[inst].append(ask / bid - 1)
+    for inst, s in spreads.items():
+        assert 0 < float(np.median(s)) < 0.01, inst
+    assert len(m.trades) > 300
+
+
+def test_flash_crash_crashes_and_halts(runs: dict[str, SimResult]) -> None:
+    r = runs["flash_crash"]
+    lab = next(x for x in r.labels if x["kind"] == "flash_crash")
+    t0, t1 = parse_ts(lab["t_start"]), parse_ts(lab["t_end"])
+    inst = lab["instruments"][0]
+    pre = float(np.mean(_prices(r, inst, t0 - 120, t0 - 1e-9)))
+    assert min(_prices(r, inst, t0, t1)) <= 0.85 * pre
+    assert _prices(r, inst, t1 - 30, t1)[-1] > 0.95 * pre  # recovers
+    engine = Surveillance()
+    out = engine.process(r.trades)
+    assert any(h.instrument == inst and h.state != "TRADING" for h in out.halts)
+
+
+def test_spike_spikes_and_halts(runs: dict[str, SimResult]) -> None:
+    r = runs["spike"]
+    lab = r.labels[0]
+    t0, t1 = parse_ts(lab["t_start"]), parse_ts(lab["t_end"])
+    inst = lab["instruments"][0]
+    pre = float(np.mean(_prices(r, inst, t0 - 120, t0 - 1e-9)))
+    assert max(_prices(r, inst, t0, t1)) >= 2.0 * pre
+    assert t1 - t0 < 60
+    out = Surveillance().process(r.trades)
+    assert any(h.instrument == inst and h.state != "TRADING" for h in out.halts)
+
+
+def test_wash_round_trips_are_matched(runs: dict[str, SimResult]) -> None:
+    r = runs["wash"]
+    lab = r.labels[0]
+    ids = set(lab["agents"])
+    owners = {a.owner for a in r.agents if a.agent_id in ids}
+    assert len(owners) == 1
+    assert None not in owners
+    inner = [t for t in r.trades if t.buyer in ids and t.seller in ids]
+    assert len(inner) >= 3
+    assert len({t.qty for t in inner}) == 1
+    assert {t.instrument for t in inner} == set(lab["instruments"])
+
+
+def test_circular_ring_is_flat(runs: dict[str, SimResult]) -> None:
+    r = runs["circular"]
+    ids = r.labels[0]["agents"]
+    assert 3 <= len(ids) <= 6
+    pos: dict[str, float] = defaultdict(float)
+    edges = set()
+    for t in r.trades:
+        if t.buyer in ids and t.seller in ids:
+            pos[t.buyer] += t.qty
+            pos[t.seller] -= t.qty
+            edges.add((t.seller, t.buyer))
+    assert all(abs(v) < 1e-6 for v in pos.values())
+    assert len(edges) == len(ids)  # one cycle through every member
+
+
+def test_sybil_burst_lockstep(runs: dict[str, SimResult]) -> None:
+    r = runs["sybil"]
+    lab = r.labels[0]
+    ids = set(lab["agents"])
+    t0, t1 = parse_ts(lab["t_start"]), parse_ts(lab["t_end"])
+    members = [a for a in r.agents if a.agent_id in ids]
+    assert len(members) >= 10
+    assert len({a.funded_by for a in members}) == 1
+    assert all(t0 <= float(a.created_ts or 0) <= t1 for a in members)
+    buys: dict[float, set[str]] = defaultdict(set)
+    for t in r.trades:
+        if t.buyer in ids and t.seller not in ids:
+            buys[float(t.ts)].add(t.buyer)
+    assert max(len(v) for v in buys.values()) >= len(ids) // 2
+
+
+def test_collusion_prices_above_competitive(runs: dict[str, SimResult]) -> None:
+    inst = COLLUSION_INSTRUMENT.name
+    col = [t.price for t in runs["collusion"].trades if t.instrument == inst]
+    comp = [t.price for t in runs["competitive"].trades if t.instrument == inst]
+    pn, pm = nash_and_monopoly(FAST)
+    assert len(col) > 100
+    assert len(comp) > 100
+    assert abs(float(np.median(comp)) - pn) < 0.05
+    assert float(np.median(col)) > float(np.median(comp)) + 0.05
+    assert runs["competitive"].labels == []
+    sellers = set(runs["collusion"].labels[0]["agents"])
+    assert {t.seller for t in runs["collusion"].trades if t.instrument == inst} == sellers
+
+
+def test_report(cache: Path) -> None:
+    comp = report("competitive", seed=0, sessions=3)
+    assert comp["sessions"] == 3
+    assert abs(comp["price_mean"] - comp["p_nash"]) < 0.01
+    col = report("collusion", seed=3, sessions=2, cfg=FAST, cache_dir=cache)
+    for key in ("p_nash", "p_monopoly", "prices", "delta_mean", "delta_sd", "sessions",
+                "runtime_s"):
+        assert key in col
+    with pytest.raises(ValueError, match="report covers"):
+        report("calm", seed=0, sessions=1)
+
+
+def test_run_live_steps_a_live_exchange() -> None:
+    clock = [1_767_225_600.0]
+    sink = MemorySink()
+    ex = Exchange("live", [i.name for i in INSTRUMENTS], sink=sink, clock=lambda: clock[0])
+    steps = [0]
+
+    def stop() -> bool:
+        steps[0] += 1
+        return steps[0] > 200
+
+    def sleep(s: float) -> None:
+        clock[0] += s
+
+    m = run_live(ex, stop=stop, sleep=sleep, clock=lambda: clock[0])
+    ex.flush()
+    assert len(sink.trades) > 20
+    assert len(m.registry) > 30
