@@ -167,22 +167,58 @@ def replay(ctx: click.Context, tape: Path, agents: Path | None, speed: str, loop
                 loop=loop, batch=batch)
 
 
+SCENARIOS = ("calm", "wash", "circular", "sybil", "flash_crash", "spike", "collusion",
+             "competitive", "mixed")
+
+
 @cli.command()
-@click.option("--scenario", type=click.Choice(["calm", "flash_crash", "spike"]), default="calm",
-              show_default=True)
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="calm", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--duration", type=float, default=3600, show_default=True,
               help="Event-time seconds.")
-@click.option("--rate", type=float, default=20.0, show_default=True,
-              help="Trades per second per instrument.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-def simulate(scenario: str, seed: int, duration: float, rate: float, out_dir: Path) -> None:
-    """Write a synthetic tape (tape.parquet) and its labels (labels.jsonl)."""
-    from surveil.commands import simulate_tape
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Write DIR/tape.parquet, DIR/agents.parquet, DIR/labels.jsonl.")
+@click.option("--report", is_flag=True,
+              help="collusion/competitive: train several sessions and report prices and Δ.")
+@click.option("--sessions", type=int, default=16, show_default=True,
+              help="Training sessions for --report.")
+@click.option("--json", "as_json", is_flag=True, help="With --report: end with one JSON line.")
+def simulate(scenario: str, seed: int, duration: float, out_dir: Path | None, report: bool,
+             sessions: int, as_json: bool) -> None:
+    """Simulate a machine-to-machine market day through the reference exchange."""
+    from replay.market import simulate as run_sim
+    from replay.market import write_outputs
 
-    path = simulate_tape(scenario=scenario, seed=seed, duration=duration, rate=rate,
-                         out_dir=out_dir)
-    click.echo(f"wrote {path} and {out_dir / 'labels.jsonl'}")
+    if report:
+        if scenario not in ("collusion", "competitive"):
+            raise click.UsageError("--report applies to --scenario collusion or competitive")
+        from replay.market import report as run_report
+
+        figures = run_report(scenario, seed=seed, sessions=sessions)
+        for k in ("p_nash", "p_monopoly", "delta_mean", "delta_sd", "sessions", "runtime_s"):
+            click.echo(f"{k:<12} {figures.get(k)}")
+        if as_json:
+            click.echo(json.dumps(figures))
+        return
+    if out_dir is None:
+        raise click.UsageError("--out DIR is required (unless --report)")
+    result = run_sim(scenario, seed=seed, duration_s=duration)
+    paths = write_outputs(result, out_dir)
+    s = result.stats
+    click.echo(f"{s['trades']} trades, {s['agents']} agents, {s['labels']} labelled episodes "
+               f"in {s['runtime_s']} s -> {', '.join(str(p) for p in paths.values())}")
+
+
+@cli.command(name="exchange")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crash-every", type=float, default=120.0, show_default=True,
+              help="Plant a sell program or a buying frenzy every N seconds (0 = never).")
+@click.pass_context
+def exchange_cmd(ctx: click.Context, seed: int, crash_every: float) -> None:
+    """Run the reference exchange with a live agent-based market; it obeys halts."""
+    from surveil.live import run_exchange
+
+    run_exchange(_settings(ctx), seed=seed, crash_every=crash_every)
 
 
 @cli.command()
@@ -220,15 +256,14 @@ def bench(n_trades: int, batch: int, instruments: int, latency_seconds: float,
 @cli.command()
 @click.option("--port", type=int, default=9092, show_default=True, help="Embedded broker port.")
 @click.option("--dashboard-port", type=int, default=8501, show_default=True)
-@click.option("--rate", type=float, default=20.0, show_default=True)
-@click.option("--crash-every", type=float, default=120.0, show_default=True)
+@click.option("--crash-every", type=float, default=120.0, show_default=True,
+              help="Plant a flash crash or a spike in the live market every N seconds.")
 @click.pass_context
-def up(ctx: click.Context, port: int, dashboard_port: int, rate: float,
-       crash_every: float) -> None:
-    """Everything: embedded broker, worker, store writer, synthetic market and dashboard."""
+def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float) -> None:
+    """Everything: broker, worker, store writer, exchange with a live market, dashboard."""
     from surveil.up import run_up
 
-    sys.exit(run_up(_settings(ctx), port=port, dashboard_port=dashboard_port, rate=rate,
+    sys.exit(run_up(_settings(ctx), port=port, dashboard_port=dashboard_port,
                     crash_every=crash_every))
 
 

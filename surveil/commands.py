@@ -12,12 +12,11 @@ import msgspec
 from tqdm import tqdm
 
 from replay.publish import BatchPublisher, pace
-from replay.synthetic import DEFAULT_INSTRUMENTS, Episode, Feed, FeedSpec
-from streams.contracts import iso
+from replay.synthetic import Episode, Feed, FeedSpec
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-__all__ = ["live_feed", "planted_episode", "replay_tape", "simulate_tape"]
+__all__ = ["live_feed", "planted_episode", "replay_tape"]
 
 log = logging.getLogger("surveil.feed")
 
@@ -67,31 +66,6 @@ def planted_episode(scenario: str, *, at_s: float, instrument: str) -> Episode |
     if scenario == "spike":
         return Episode(instrument=instrument, start_s=at_s, depth=2.0, ramp_s=10, hold_s=30)
     return None
-
-
-def simulate_tape(*, scenario: str, seed: int, duration: float, rate: float,
-                  out_dir: Path) -> Path:
-    """A synthetic tape with (optionally) one planted event in the middle, plus its labels."""
-    from replay.synthetic import generate
-    from replay.tape import write_labels, write_tape
-
-    start = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-    instrument = DEFAULT_INSTRUMENTS[0].name
-    ep = planted_episode(scenario, at_s=duration / 2, instrument=instrument)
-    spec = FeedSpec(seed=seed, rate=rate, episodes=(ep,) if ep else ())
-    trades = generate(spec, start=start, duration_s=duration)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tape.parquet"
-    write_tape(trades, path)
-    labels = []
-    if ep is not None:
-        t0 = start + ep.start_s
-        labels.append({"kind": "flash_crash" if ep.depth < 0 else "price_spike",
-                       "t_start": iso(t0), "t_end": iso(t0 + 2 * ep.ramp_s + ep.hold_s),
-                       "instruments": [instrument], "agents": [],
-                       "note": f"planted move of {ep.depth:+.0%} over {ep.ramp_s:g} s"})
-    write_labels(labels, out_dir / "labels.jsonl")
-    return path
 
 
 def live_feed(settings: Settings, *, rate: float, seed: int, crash_every: float,

@@ -23,10 +23,11 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def run_up(settings: Settings, *, port: int, dashboard_port: int, rate: float,
-           crash_every: float, external: bool | None = None) -> int:
-    """Start broker (unless ``SURVEIL_BROKERS`` points elsewhere), worker, store writer, live
-    synthetic feed and dashboard; block until Ctrl-C/SIGTERM; stop everything."""
+def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: float,
+           external: bool | None = None) -> int:
+    """Start broker (unless ``SURVEIL_BROKERS`` points elsewhere), worker, store writer, the
+    reference exchange with its live market, and the dashboard; block until Ctrl-C/SIGTERM;
+    stop everything."""
     from dashboard.serve import wait_ready
     from streams.broker import EmbeddedBroker
     from streams.topics import ensure_topics
@@ -46,8 +47,8 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, rate: float,
     procs = {
         "worker": _spawn(["worker"], env, logs / "worker.log"),
         "store": _spawn(["store"], env, logs / "store.log"),
-        "feed": _spawn(["feed", "--rate", str(rate), "--crash-every", str(crash_every)], env,
-                       logs / "feed.log"),
+        "exchange": _spawn(["exchange", "--crash-every", str(crash_every)], env,
+                           logs / "exchange.log"),
         "dashboard": _spawn(["dashboard", "--port", str(dashboard_port)], env,
                             logs / "dashboard.log"),
     }
