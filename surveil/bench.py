@@ -142,9 +142,9 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         bars_c = _Reader(settings.brokers, [topics.bars])
         env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
                "SURVEIL_TOPIC_PREFIX": settings.topic_prefix, "SURVEIL_SESSION_TIMEOUT_S": "6"}
-        worker = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker"], env=env,
-                                  stdout=(work / "worker.log").open("wb"),
-                                  stderr=subprocess.STDOUT)
+        with (work / "worker.log").open("wb") as log:  # the child keeps its own copy
+            worker = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
         first_t = last_t = None
         counted = after_first = 0
         deadline = time.monotonic() + 120 + n_trades / 5_000

@@ -18,9 +18,9 @@ __all__ = ["run_up"]
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "surveil.cli", *args], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "surveil.cli", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: float,
