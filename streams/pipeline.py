@@ -1,8 +1,13 @@
-"""The surveillance engine: validated trades in, alerts, halts and bars out. No Kafka here.
+"""The surveillance engine: validated trades in, alerts, halts, bars and summaries out. No Kafka.
 
-The Faust worker (:mod:`streams.app`), the backtest (:mod:`replay.backtest`) and the benchmark
-call the same :class:`Surveillance` object, so offline and live runs give identical alerts and
-halts; they differ only in where trades come from and where results go.
+The worker (:mod:`streams.worker`), the backtest (:mod:`replay.backtest`) and the benchmark call
+the same :class:`Surveillance` object, so offline and live runs give identical alerts and halts;
+they differ only in where trades come from and where results go.
+
+State is kept per input partition (:class:`streams.partition.PartitionState`, which documents
+the event-time rules: clocks, ``future_ts`` and ``late`` rejections, the watermark, admission).
+:meth:`Surveillance.snapshot` and :meth:`Surveillance.restore` move a partition's state (with the
+offset it reflects) in and out of a checkpoint. A backtest is one partition, ``0``.
 
 >>> from streams.contracts import Trade
 >>> engine = Surveillance()
@@ -14,18 +19,35 @@ halts; they differ only in where trades come from and where results go.
 
 from __future__ import annotations
 
+import pickle
 import time
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from detectors.base import Finding, TradeColumns
+from detectors.base import Finding
 from detectors.breaker import TRADING, Transition
 from detectors.market import DETECTOR, BarTuple, MarketConfig, MarketMonitor, MonitorOutput
-from streams.contracts import Alert, Bar, Halt, Trade, iso
+from streams.contracts import Alert, Bar, Halt, Rejected, Trade, iso
+from streams.partition import EngineConfig, PartitionState
 
-__all__ = ["EngineOutput", "EngineStats", "RecentIds", "Surveillance"]
+if TYPE_CHECKING:
+    from detectors.flows import WindowSummary
+
+__all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
 Key = tuple[str, str]
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A partition's event-time progress for one venue (stage 2 closes windows on the minimum)."""
+
+    venue: str
+    partition: int
+    watermark: float
 
 
 @dataclass(slots=True)
@@ -33,13 +55,24 @@ class EngineOutput:
     alerts: list[Alert] = field(default_factory=list)
     halts: list[Halt] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
+    summaries: list[WindowSummary] = field(default_factory=list)
+    watermarks: list[Watermark] = field(default_factory=list)
+    #: Trades refused after decoding: ``future_ts``, ``late``, ``capacity`` (dead letters).
+    rejected: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
 
     def extend(self, other: EngineOutput) -> None:
         self.alerts += other.alerts
         self.halts += other.halts
         self.bars += other.bars
+        self.summaries += other.summaries
+        self.watermarks += other.watermarks
+        self.rejected += other.rejected
         self.duplicates += other.duplicates
+
+    def __len__(self) -> int:
+        return (len(self.alerts) + len(self.halts) + len(self.bars) + len(self.summaries)
+                + len(self.watermarks) + len(self.rejected))
 
 
 @dataclass(slots=True)
@@ -49,137 +82,195 @@ class EngineStats:
     alerts: int = 0
     halts: int = 0
     evicted: int = 0
+    future_ts: int = 0
+    late: int = 0
+    capacity: int = 0
     clock: float = float("-inf")
 
 
-class RecentIds:
-    """Bounded "seen" set: remembers at least the last ``capacity`` keys, at most twice that.
-
-    >>> seen = RecentIds(2)
-    >>> [seen.add(k) for k in "abac"]
-    [True, True, False, True]
-    """
-
-    __slots__ = ("capacity", "current", "previous")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.current: set[object] = set()
-        self.previous: set[object] = set()
-
-    def add(self, key: object) -> bool:
-        """Remember ``key``; False when it was seen already."""
-        if key in self.current or key in self.previous:
-            return False
-        if len(self.current) >= self.capacity:
-            self.previous, self.current = self.current, set()
-        self.current.add(key)
-        return True
-
-    def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
-
-
 class Surveillance:
-    """Per-instrument market monitors with dedup, eviction and contract-shaped outputs.
+    """Per-instrument market monitors, per input partition, with event-time rules and bounded
+    memory (see :mod:`streams.partition`).
 
-    State is bounded: at most ``max_instruments`` monitors (idle ones, never halted ones, are
-    evicted first and after ``idle_evict_s`` of event time without trades) and a dedup memory of
-    ``dedup_capacity``–2×``dedup_capacity`` trade ids.
-
-    ``idle_evict_s`` defaults to the monitors' own ``idle_reset_s``: a monitor silent that long
-    restarts anyway when its next trade comes, so evicting it only frees memory and cannot
-    change any result. Only the ``max_instruments`` cap (an overload guard) can.
+    ``dedup_capacity``, ``max_instruments`` and ``idle_evict_s`` are shortcuts for the same
+    fields of ``engine``.
     """
 
     def __init__(
         self,
         config: MarketConfig | None = None,
         *,
+        engine: EngineConfig | None = None,
         emit_bars: bool = True,
-        dedup_capacity: int = 200_000,
-        max_instruments: int = 20_000,
+        dedup_capacity: int | None = None,
+        max_instruments: int | None = None,
         idle_evict_s: float | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or MarketConfig()
+        overrides: dict[str, Any] = {k: v for k, v in (("dedup_capacity", dedup_capacity),
+                                       ("max_instruments", max_instruments),
+                                       ("idle_evict_s", idle_evict_s)) if v is not None}
+        self.engine = replace(engine or EngineConfig(), **overrides)
         self.emit_bars = emit_bars
-        self.max_instruments = max_instruments
-        self.idle_evict_s = self.config.idle_reset_s if idle_evict_s is None else idle_evict_s
         self.wall_clock = wall_clock
-        self.seen = RecentIds(dedup_capacity)
-        self.monitors: dict[Key, MarketMonitor] = {}
-        self.halted: set[Key] = set()
-        self.stats = EngineStats()
-        self._next_sweep = float("-inf")
+        self.partitions: dict[int, PartitionState] = {}
 
-    def process(self, trades: Sequence[Trade]) -> EngineOutput:
-        """Judge trades (arrival order). Duplicate (venue, trade_id) pairs are processed once."""
+    # ------------------------------------------------------------------ public API
+    def process(self, trades: Sequence[Trade], *, partition: int = 0,
+                sources: Sequence[dict[str, Any]] | None = None,
+                next_offset: int | None = None) -> EngineOutput:
+        """Judge trades of one input partition, in its order.
+
+        ``sources`` (aligned with ``trades``) say where each came from, for dead letters;
+        ``next_offset`` is the offset after the last message these trades came from (recorded
+        for the checkpoint).
+        """
+        state = self.state(partition)
         out = EngineOutput()
-        groups: dict[Key, tuple[list[float], list[str], list[float], list[float], list[str],
-                                list[str]]] = {}
-        seen = self.seen
-        clock = self.stats.clock
-        for tr in trades:
-            if not seen.add((tr.venue, tr.trade_id)):
-                out.duplicates += 1
-                continue
-            key = (tr.venue, tr.instrument)
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = ([], [], [], [], [], [])
-            ts = tr.ts
-            g[0].append(ts)  # type: ignore[arg-type]  # always float once decoded
-            g[1].append(tr.trade_id)
-            g[2].append(tr.price)
-            g[3].append(tr.qty)
-            g[4].append(tr.buyer)
-            g[5].append(tr.seller)
-            if ts > clock:  # type: ignore[operator]
-                clock = ts  # type: ignore[assignment]
-        for key, g in groups.items():
-            monitor = self.monitors.get(key)
-            if monitor is None:
-                monitor = self.monitors[key] = MarketMonitor(key[0], key[1], self.config)
-            self._emit(monitor, monitor.update(TradeColumns(key[0], key[1], *g)), out)
-            self.stats.processed += len(g[0])
-        self.stats.duplicates += out.duplicates
-        out.extend(self.advance(clock))
-        if len(self.monitors) > self.max_instruments or clock >= self._next_sweep:
-            self._evict(clock, out)
+        emit = self._emitter(state, out)
+        groups, out.duplicates = state.accept(trades, sources, self.wall_clock(), out.rejected)
+        state.judge(groups, emit, out.summaries)
+        for venue in sorted({k[0] for k in groups}):
+            self._fire(state, venue, emit, out)
+        state.sweep(emit, out.summaries)
+        if next_offset is not None:
+            state.next_offset = next_offset
         return out
 
-    def advance(self, clock: float) -> EngineOutput:
-        """Event time reached ``clock``: fire due resumptions of every halted instrument."""
+    def advance(self, clock: float, *, partition: int | None = None) -> EngineOutput:
+        """Event time is known to have reached ``clock`` (end of a tape, tests): fire timers."""
         out = EngineOutput()
-        if clock > self.stats.clock:
-            self.stats.clock = clock
-        for key in sorted(self.halted):
-            monitor = self.monitors[key]
-            self._emit(monitor, monitor.advance(self.stats.clock), out)
+        for p in ([partition] if partition is not None else sorted(self.partitions)):
+            state = self.partitions.get(p)
+            if state is None:
+                continue
+            emit = self._emitter(state, out)
+            for venue in sorted(state.clocks):
+                self._fire(state, venue, emit, out, watermark=clock)
+        return out
+
+    def tick(self, wall: float | None = None) -> EngineOutput:
+        """Heartbeat (live worker, about once a second): idle partitions follow the slowest
+        active one of their venue; a live venue that is silent everywhere follows the wall
+        clock. Replayed history never moves here."""
+        wall = self.wall_clock() if wall is None else wall
+        cfg = self.engine
+        out = EngineOutput()
+        venues = sorted({v for s in self.partitions.values() for v in s.clocks})
+        for venue in venues:
+            rows = [(p, s.clocks[venue]) for p, s in sorted(self.partitions.items())
+                    if venue in s.clocks]
+            active = [vc.timer for _, vc in rows if wall - vc.wall < cfg.idle_timeout_s]
+            # live: when it last traded, the venue's clock was close to the wall clock
+            live = [vc.clock + (wall - vc.wall) for _, vc in rows
+                    if vc.clock >= vc.wall - cfg.live_skew_s]
+            if active:
+                target = min(active)
+            elif live:
+                target = min(wall, max(live)) - cfg.out_of_order_s
+            else:
+                continue
+            for p, vc in rows:
+                if wall - vc.wall >= cfg.idle_timeout_s and target > vc.timer:
+                    state = self.partitions[p]
+                    self._fire(state, venue, self._emitter(state, out), out, watermark=target)
         return out
 
     def flush(self) -> EngineOutput:
-        """End of input: emit every open bar."""
+        """End of input: emit every open bar and window summary."""
         out = EngineOutput()
-        for monitor in self.monitors.values():
-            self._emit(monitor, monitor.flush(), out)
+        for p in sorted(self.partitions):
+            state = self.partitions[p]
+            state.flush(self._emitter(state, out), out.summaries)
         return out
 
+    # ------------------------------------------------------------------ checkpoints
+    def state(self, partition: int) -> PartitionState:
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self.partitions[partition] = PartitionState(partition, self.engine,
+                                                                self.config)
+        return state
+
+    def snapshot(self, partition: int) -> bytes:
+        """The partition's state (with the offset it reflects), compressed."""
+        state = self.state(partition)
+        body = pickle.dumps((SNAPSHOT_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+        return zlib.compress(body, 3)
+
+    def restore(self, partition: int, blob: bytes) -> int | None:
+        """Replace the partition's state by a snapshot; return the offset it reflects.
+
+        Only restore snapshots this system wrote: :mod:`streams.checkpoint` authenticates them
+        before they get here.
+        """
+        version, state = pickle.loads(zlib.decompress(blob))  # noqa: S301 - authenticated
+        if version != SNAPSHOT_VERSION or not isinstance(state, PartitionState):
+            raise ValueError(f"unsupported snapshot version {version!r}")
+        state.config, state.market = self.engine, self.config
+        wall = self.wall_clock()
+        for vc in state.clocks.values():
+            vc.wall = wall  # not idle before it had a chance to read
+        self.partitions[partition] = state
+        return state.next_offset
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition (revoked: another worker owns it now)."""
+        self.partitions.pop(partition, None)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def stats(self) -> EngineStats:
+        s = EngineStats()
+        for state in self.partitions.values():
+            for name, n in state.counts.items():
+                if hasattr(s, name):
+                    setattr(s, name, getattr(s, name) + n)
+            s.clock = max(s.clock, state.clocks_max())
+        return s
+
+    @property
+    def monitors(self) -> dict[Key, MarketMonitor]:
+        return {k: slot.monitor for p in sorted(self.partitions)
+                for k, slot in self.partitions[p].slots.items()}
+
+    @property
+    def halted(self) -> set[Key]:
+        return {k for s in self.partitions.values() for k in s.halted}
+
+    @property
+    def seen(self) -> Any:
+        return self.state(0).seen
+
     # ------------------------------------------------------------------ internals
-    def _emit(self, monitor: MarketMonitor, res: MonitorOutput, out: EngineOutput) -> None:
-        venue, instrument = monitor.venue, monitor.instrument
-        out.alerts += [self._alert(f) for f in res.findings]
-        out.halts += [self._halt(venue, instrument, t) for t in res.transitions]
-        if self.emit_bars:
-            out.bars += [_bar(venue, instrument, b) for b in res.bars]
-        self.stats.alerts += len(res.findings)
-        self.stats.halts += len(res.transitions)
-        key = (venue, instrument)
-        if monitor.breaker.state == TRADING:
-            self.halted.discard(key)
-        else:
-            self.halted.add(key)
+    def _fire(self, state: PartitionState, venue: str,
+              emit: Callable[[MarketMonitor, MonitorOutput], None], out: EngineOutput,
+              watermark: float | None = None) -> None:
+        state.fire(venue, emit, out.summaries, watermark)
+        vc = state.clocks.get(venue)
+        if vc is not None and vc.timer > vc.published:
+            vc.published = vc.timer
+            out.watermarks.append(Watermark(venue, state.partition, vc.timer))
+
+    def _emitter(self, state: PartitionState,
+                 out: EngineOutput) -> Callable[[MarketMonitor, MonitorOutput], None]:
+        def emit(monitor: MarketMonitor, res: MonitorOutput) -> None:
+            venue, instrument = monitor.venue, monitor.instrument
+            out.alerts += [self._alert(f) for f in res.findings]
+            out.halts += [self._halt(venue, instrument, t) for t in res.transitions]
+            if self.emit_bars:
+                out.bars += [_bar(venue, instrument, b) for b in res.bars]
+            if res.findings:
+                state.counts["alerts"] = state.counts.get("alerts", 0) + len(res.findings)
+            if res.transitions:
+                state.counts["halts"] = state.counts.get("halts", 0) + len(res.transitions)
+            key = (venue, instrument)
+            if monitor.breaker.state == TRADING:
+                state.halted.discard(key)
+            elif key in state.slots:
+                state.halted.add(key)
+        return emit
 
     def _alert(self, f: Finding) -> Alert:
         return Alert(alert_id=f.key, ts=iso(f.ts), kind=f.kind, score=f.score,
@@ -192,19 +283,6 @@ class Surveillance:
                     resume_at=iso(t.resume_at) if t.resume_at is not None else None,
                     reference_price=t.reference_price, band_low=t.band_low,
                     band_high=t.band_high, alert_ids=list(t.alert_ids))
-
-    def _evict(self, clock: float, out: EngineOutput) -> None:
-        """Drop monitors idle for ``idle_evict_s`` (and the least recent beyond the cap)."""
-        self._next_sweep = clock + self.idle_evict_s / 10
-        idle = sorted((m.idle_since, k) for k, m in self.monitors.items() if k not in self.halted)
-        excess = max(0, len(self.monitors) - self.max_instruments)
-        for n, (last, key) in enumerate(idle):
-            if n >= excess and clock - last < self.idle_evict_s:
-                break
-            monitor = self.monitors.pop(key)
-            self._emit(monitor, monitor.flush(), out)
-            self.halted.discard(key)
-            self.stats.evicted += 1
 
 
 def _bar(venue: str, instrument: str, b: BarTuple) -> Bar:

@@ -6,9 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.topics import Topics
+
+if TYPE_CHECKING:
+    from streams.partition import EngineConfig
 
 __all__ = ["Settings"]
 
@@ -39,6 +42,24 @@ class Settings:
     #: Consumer-group session timeout (seconds). The embedded broker's first join takes about
     #: half of it, so tests use ~6.
     session_timeout_s: float = 30.0
+    #: Largest record the worker sends (outputs are split or trimmed to fit; Kafka's default
+    #: ``max.request.size`` is 1 MB).
+    max_message_bytes: int = 1_000_000
+    #: Wall-clock seconds between checkpoints of each partition's engine state.
+    checkpoint_interval_s: float = 5.0
+    #: HMAC key for checkpoints (default: ``<data_dir>/checkpoint.key``, made on first use).
+    checkpoint_key: str = ""
+    #: Event-time rules (see :mod:`streams.partition`): how far ahead of the venue clock (and
+    #: of the wall clock, 0 = not checked) a trade may be, disorder tolerated per partition,
+    #: lateness allowed behind an instrument's own clock, wall seconds before a silent
+    #: partition counts as idle.
+    max_future_s: float = 300.0
+    wall_future_s: float = 300.0
+    out_of_order_s: float = 2.0
+    allowed_lateness_s: float = 60.0
+    idle_timeout_s: float = 10.0
+    #: Instruments per input partition before newcomers are turned away (memory budget).
+    max_instruments: int = 20_000
     web_port: int = 6066
     dashboard_port: int = 8501
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -50,6 +71,17 @@ class Settings:
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's event-time and admission settings."""
+        from streams.partition import EngineConfig
+
+        return EngineConfig(max_future_s=self.max_future_s,
+                            wall_future_s=self.wall_future_s or None,
+                            out_of_order_s=self.out_of_order_s,
+                            allowed_lateness_s=self.allowed_lateness_s,
+                            idle_timeout_s=self.idle_timeout_s,
+                            max_instruments=self.max_instruments)
 
     def with_(self, **changes: Any) -> Settings:
         """Copy with some fields changed (``None`` values are ignored)."""

@@ -23,7 +23,7 @@ class Topics:
 
     >>> Topics(prefix="venue1.").all()
     ('venue1.trades', 'venue1.agents', 'venue1.alerts', 'venue1.halts', 'venue1.trades.dlq',
-     'venue1.bars')
+     'venue1.bars', 'venue1.flows', 'venue1.structure', 'venue1.checkpoints')
     """
 
     prefix: str = ""
@@ -53,8 +53,24 @@ class Topics:
         """One-second OHLCV bars per instrument, written by the worker for the store."""
         return f"{self.prefix}bars"
 
+    @property
+    def flows(self) -> str:
+        """Internal: stage-1 window summaries and watermarks for stage 2 (key = venue)."""
+        return f"{self.prefix}flows"
+
+    @property
+    def structure(self) -> str:
+        """Stage-2 market-structure metrics per instrument and window (for the store)."""
+        return f"{self.prefix}structure"
+
+    @property
+    def checkpoints(self) -> str:
+        """Internal: engine checkpoints with the input offsets they reflect."""
+        return f"{self.prefix}checkpoints"
+
     def all(self) -> tuple[str, ...]:
-        return (self.trades, self.agents, self.alerts, self.halts, self.dlq, self.bars)
+        return (self.trades, self.agents, self.alerts, self.halts, self.dlq, self.bars,
+                self.flows, self.structure, self.checkpoints)
 
 
 class TopicError(RuntimeError):

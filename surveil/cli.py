@@ -22,17 +22,80 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     return base.with_(**overrides)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--brokers", envvar="SURVEIL_BROKERS", help="Kafka bootstrap servers host:port[,…]"
-              " (env SURVEIL_BROKERS).")
-@click.option("--topic-prefix", envvar="SURVEIL_TOPIC_PREFIX", help="Prefix for every topic name.")
-@click.option("--data-dir", envvar="SURVEIL_DATA_DIR", type=click.Path(path_type=Path),
-              help="Where the store lives (default ./var).")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+# --- global options: accepted before and after the subcommand ---------------------------------
+
+#: Parameter names of the global options, as the callbacks see them.
+_GLOBAL_PARAMS = ("brokers", "topic_prefix", "data_dir", "verbose")
+
+
+def _global_options(*, on_group: bool) -> list[click.Parameter]:
+    """The global options ``--brokers``, ``--topic-prefix``, ``--data-dir`` and ``-v``.
+
+    Parameters
+    ----------
+    on_group
+        ``True`` for the ``surveil`` group: the options fall back to ``SURVEIL_*``. ``False``
+        for a subcommand: no environment variable and a default of ``None``, so only a value
+        given on the command line after the command overrides the group's settings (which
+        already hold option > environment).
+
+    Returns
+    -------
+    list of click.Parameter
+        Fresh option objects, in the order ``--help`` lists them.
+    """
+    def env(name: str) -> str | None:
+        return f"SURVEIL_{name}" if on_group else None
+
+    where = "" if on_group else " Overrides the same option given before the command."
+    return [
+        click.Option(["--brokers"], envvar=env("BROKERS"),
+                     help="Kafka bootstrap servers host:port[,…] (env SURVEIL_BROKERS)." + where),
+        click.Option(["--topic-prefix"], envvar=env("TOPIC_PREFIX"),
+                     help="Prefix for every topic name." + where),
+        click.Option(["--data-dir"], envvar=env("DATA_DIR"), type=click.Path(path_type=Path),
+                     help="Where the store lives (default ./var)." + where),
+        click.Option(["-v", "--verbose"], is_flag=True, help="Debug logging."),
+    ]
+
+
+class _Command(click.Command):
+    """A subcommand that also takes the global options (``surveil worker --brokers H:P``).
+
+    They are removed from the parameters before the callback runs and folded into the
+    :class:`~streams.settings.Settings` in ``ctx.obj``, which :func:`_settings` reads; values
+    given here win over those given before the command and over ``SURVEIL_*``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options(on_group=False))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        given = {name: ctx.params.pop(name, None) for name in _GLOBAL_PARAMS}
+        if given.pop("verbose"):
+            logging.getLogger().setLevel(logging.DEBUG)
+        base = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+        ctx.obj = base.with_(**given)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    """The ``surveil`` group; ``@cli.command()`` makes a :class:`_Command`."""
+
+    command_class = _Command
+
+
+@click.group(cls=_Group, params=_global_options(on_group=True),
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def cli(ctx: click.Context, brokers: str | None, topic_prefix: str | None,
         data_dir: Path | None, verbose: bool) -> None:
-    """m2m-surveillance: streaming surveillance of machine-to-machine markets."""
+    """m2m-surveillance: streaming surveillance of machine-to-machine markets.
+
+    Each option below is also accepted after the command, e.g. surveil worker --brokers H:P,
+    and wins there.
+    """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka"):
@@ -61,16 +124,13 @@ def broker(ctx: click.Context, port: int, partitions: int) -> None:
 @click.option("--session-timeout", type=float, help="Consumer-group session timeout (s).")
 @click.pass_context
 def worker(ctx: click.Context, partitions: int | None, session_timeout: float | None) -> None:
-    """Run the Faust worker: trades in; alerts, halts, bars and dead letters out."""
-    import faust
-
-    from streams.app import create_app
+    """Run a worker: trades in; alerts, halts, bars, summaries and dead letters out."""
+    from streams.app import run_worker
     from streams.topics import ensure_topics
 
     settings = _settings(ctx, partitions=partitions, session_timeout_s=session_timeout)
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
-    app = create_app(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    sys.exit(run_worker(settings))
 
 
 @cli.command()

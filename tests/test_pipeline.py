@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from replay.synthetic import Episode, FeedSpec, generate
 from streams.contracts import ALERT_KINDS, HALT_REASONS, HALT_STATES, Alert, Halt, Trade, iso
-from streams.pipeline import EngineOutput, RecentIds, Surveillance
+from streams.dedup import RecentIds
+from streams.pipeline import EngineOutput, Surveillance
 
 __all__: list[str] = []
 
@@ -107,30 +108,34 @@ def test_dedup_key_is_venue_and_trade_id() -> None:
     assert set(engine.monitors) == {("v1", "X"), ("v2", "X")}
 
 
-def test_recent_ids_is_bounded_and_remembers_the_last_capacity_keys() -> None:
-    seen = RecentIds(100)
+def test_recent_ids_is_bounded_by_count_and_by_event_time() -> None:
+    seen = RecentIds(horizon_s=1e9, capacity=100)
     for k in range(10_000):
-        assert seen.add(k)
-        assert len(seen) <= 200
-    assert len(seen) >= 100
-    assert not any(seen.add(k) for k in range(9_900, 10_000))
-    assert seen.add(0), "a key older than twice the capacity is forgotten"
+        assert seen.add("v", str(k), float(k))
+        assert len(seen) <= 100
+    assert not any(seen.add("v", str(k), float(k)) for k in range(9_900, 10_000))
+    assert seen.add("v", "0", 0.0), "a key older than the capacity is forgotten"
+    timed = RecentIds(horizon_s=60.0, capacity=1_000)
+    for k in range(200):
+        timed.add("v", str(k), float(k))
+    assert len(timed) <= 62
+    assert not timed.add("v", "199", 199.0)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(st.integers(1, 8), st.lists(st.integers(0, 30), max_size=200))
 def test_recent_ids_against_a_model(capacity: int, keys: list[int]) -> None:
-    seen = RecentIds(capacity)
+    seen = RecentIds(horizon_s=1e9, capacity=capacity)
     fresh: list[int] = []  # keys whose add returned True, in order
     for k in keys:
-        added = seen.add(k)
+        added = seen.add("v", str(k), 0.0)
         if k in fresh[-capacity:]:
             assert not added, "forgot one of the last `capacity` keys"
         if k not in fresh:
             assert added, "a never-seen key was reported as a duplicate"
         if added:
             fresh.append(k)
-        assert len(seen) <= 2 * capacity
+        assert len(seen) <= capacity
 
 
 def test_engine_dedup_memory_is_bounded() -> None:
@@ -138,8 +143,12 @@ def test_engine_dedup_memory_is_bounded() -> None:
     tape = walk("A", start=T0, seconds=1_000)  # 10,000 trades
     for start in range(0, len(tape), 500):
         engine.process(tape[start:start + 500])
-        assert len(engine.seen) <= 2_000
-    assert engine.process(tape[-1_000:]).duplicates == 1_000
+        assert len(engine.seen) <= 1_000
+    again = engine.process(tape[-1_000:])
+    # none is judged twice: within the allowed lateness they are duplicates, older ones late
+    assert again.duplicates + len(again.rejected) == 1_000
+    assert {r.reason.split(":")[0] for r in again.rejected} == {"late"}
+    assert engine.stats.processed == len(tape)
 
 
 # ------------------------------------------------------------------------------ eviction

@@ -34,8 +34,8 @@ def examples(n: int) -> settings:
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def wall_clock() -> float:  # module-level so an engine pickles
-    return 0.0
+def wall_clock() -> float:  # module-level so an engine pickles; later than every tape
+    return 1_800_000_000.0
 
 
 def spec(seed: int) -> FeedSpec:

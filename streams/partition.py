@@ -1,0 +1,364 @@
+"""One input partition's share of the engine: admission, event clocks, lateness and timers.
+
+The engine keeps the state of each partition of ``trades`` apart (:class:`PartitionState`), so the
+state of a partition can be checkpointed with the offsets it reflects and move to another worker
+on a rebalance. An instrument's trades arrive in one partition (key = instrument), in the order
+of that partition: every per-instrument result is a function of that sequence alone.
+
+Event time you can trust
+------------------------
+- **Instrument clock**: the newest ``ts`` accepted for the instrument.
+- **Venue clock** ``P`` (per partition and venue): the newest ``ts`` of an *established*
+  instrument (one with ``clock_quorum`` accepted trades). One-trade junk instruments cannot move
+  it, however many arrive.
+- **Future**: a trade more than ``max_future_s`` ahead of ``max(P, its instrument clock)``, or
+  more than ``wall_future_s`` ahead of the wall clock, goes to the dead-letter topic with reason
+  ``future_ts`` and moves no clock.
+- **Late**: a trade more than ``allowed_lateness_s`` behind its own instrument's clock goes to the
+  dead-letter topic with reason ``late`` (its instrument has judged later trades already). A trade
+  less late than that is judged by its instrument's monitor at the monitor's clock; if its
+  stage-1 window was already summarised it travels in an amendment of that window.
+- **Watermark** ``T`` (per partition and venue) = ``P − out_of_order_s``, never decreasing. Timers
+  fire on it: resumptions of halted instruments (stamped with their ``resume_at``) and the close
+  of stage-1 windows. When a partition has had no input for ``idle_timeout_s`` (wall clock) its
+  watermark follows the slowest active partition of the same venue; when every partition of a
+  live venue (its clock within ``live_skew_s`` of the wall clock) is silent — every instrument
+  halted, a quiet night — the worker's heartbeat advances it with the wall clock. Replayed
+  history (far behind the wall clock) only moves with its own trades: the tape's clock is the
+  clock.
+
+With input whose per-partition disorder stays under ``out_of_order_s`` and whose partitions are
+never silent for ``idle_timeout_s`` while data is pending, results do not depend on batching, on
+lag between partitions, or on how partitions are assigned to workers.
+
+Admission under a memory budget
+-------------------------------
+At most ``max_instruments`` instruments per partition. When full, room is made by evicting, in
+this order: newcomers (fewer than ``clock_quorum`` trades), oldest first; instruments still warming
+up, least recently traded first; warm instruments idle for ``idle_evict_s``. A halted instrument,
+or a warm one that traded within ``idle_evict_s``, is never evicted: if nothing can go, the new
+instrument's trade is refused with reason ``capacity`` (counted, in the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from detectors.base import TradeColumns
+from detectors.market import MarketConfig, MarketMonitor, MonitorOutput
+from streams.contracts import Rejected, Trade, encode
+from streams.dedup import RecentIds
+
+if TYPE_CHECKING:
+    from detectors.flows import FlowWindows, WindowSummary
+
+__all__ = ["EngineConfig", "PartitionState", "Slot", "VenueClock"]
+
+Key = tuple[str, str]
+Emit = Callable[[MarketMonitor, MonitorOutput], None]
+INF = math.inf
+#: A flood of new instruments past the budget is dead-lettered one by one up to this many per
+#: batch; the rest of the batch's refusals become one record with their count.
+DLQ_CAPACITY_PER_BATCH = 1_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Event-time, lateness and admission settings of the engine (seconds of event time unless
+    said otherwise)."""
+
+    max_future_s: float = 300.0
+    #: Ahead of the wall clock (``None`` disables; then only the event clocks judge).
+    wall_future_s: float | None = 300.0
+    out_of_order_s: float = 2.0
+    allowed_lateness_s: float = 60.0
+    #: Wall-clock seconds without input after which a partition counts as idle.
+    idle_timeout_s: float = 10.0
+    live_skew_s: float = 120.0
+    clock_quorum: int = 3
+    window_s: float = 60.0
+    max_instruments: int = 20_000
+    max_venues: int = 1_000
+    #: Default: the monitors' own ``idle_reset_s`` (evicting then cannot change any result).
+    idle_evict_s: float | None = None
+    dedup_capacity: int = 200_000
+    summaries: bool = False
+
+
+class Slot:
+    """One instrument of a partition: its monitor, its window summaries and its counters."""
+
+    __slots__ = ("clock", "flows", "monitor", "n")
+
+    def __init__(self, monitor: MarketMonitor, flows: FlowWindows | None) -> None:
+        self.monitor, self.flows = monitor, flows
+        self.n = 0
+        self.clock = -INF
+
+
+@dataclass(slots=True)
+class VenueClock:
+    """Event clocks of one venue within one partition."""
+
+    clock: float = -INF  #: P: newest ts of an established instrument
+    timer: float = -INF  #: T: the watermark timers fire on
+    wall: float = 0.0  #: wall-clock time of the last input (not checkpointed meaningfully)
+    next_close: float = INF  #: earliest end of an open stage-1 window
+    published: float = -INF  #: last watermark handed to stage 2
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Everything the engine knows about one input partition (picklable: it is checkpointed)."""
+
+    partition: int
+    config: EngineConfig
+    market: MarketConfig
+    slots: dict[Key, Slot] = field(default_factory=dict)
+    newcomers: dict[Key, None] = field(default_factory=dict)
+    clocks: dict[str, VenueClock] = field(default_factory=dict)
+    halted: set[Key] = field(default_factory=set)
+    open_flows: dict[str, set[Key]] = field(default_factory=dict)
+    seen: RecentIds = field(default_factory=RecentIds)
+    counts: dict[str, int] = field(default_factory=dict)
+    #: Offset of the next message of this partition not yet reflected in the state.
+    next_offset: int | None = None
+    next_sweep: float = -INF
+    _refused: int = 0
+    _full: bool = False
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.seen = RecentIds(horizon_s=cfg.allowed_lateness_s + cfg.max_future_s,
+                              capacity=cfg.dedup_capacity)
+
+    # ------------------------------------------------------------------ intake
+    def accept(self, trades: Sequence[Trade], sources: Sequence[dict[str, Any]] | None,
+               wall: float, rejected: list[Rejected]) -> tuple[dict[Key, list[list[Any]]], int]:
+        """Check every trade in order; return accepted trades grouped per instrument (columns)
+        and the number of duplicates. Rejections are appended to ``rejected``."""
+        cfg = self.config
+        groups: dict[Key, list[list[Any]]] = {}
+        wall_limit = wall + cfg.wall_future_s if cfg.wall_future_s is not None else INF
+        max_future, lateness, quorum = cfg.max_future_s, cfg.allowed_lateness_s, cfg.clock_quorum
+        slots, clocks, seen = self.slots, self.clocks, self.seen
+        duplicates = 0
+        self._refused = 0
+        self._full = False
+        for i, tr in enumerate(trades):
+            ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
+            venue = tr.venue
+            key = (venue, tr.instrument)
+            vc = clocks.get(venue)
+            if vc is None:
+                if len(clocks) >= cfg.max_venues:
+                    self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues in "
+                                 f"partition {self.partition}", tr, sources, i)
+                    continue
+                vc = clocks[venue] = VenueClock(wall=wall)
+            slot = slots.get(key)
+            own = slot.clock if slot is not None else -INF
+            ref = vc.clock if vc.clock > own else own
+            if ts > wall_limit or (ref > -INF and ts > ref + max_future):
+                ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
+                self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
+                             f"{max_future if ts <= wall_limit else cfg.wall_future_s:g} s "
+                             f"ahead of {ahead}", tr, sources, i)
+                continue
+            if ts < own - lateness:
+                self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s behind the "
+                             f"instrument's clock (allowed lateness {lateness:g} s)", tr,
+                             sources, i)
+                continue
+            if not seen.add(venue, tr.trade_id, ts):
+                duplicates += 1
+                continue
+            if slot is None:
+                slot = self._admit(key, groups)
+                if slot is None:
+                    self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
+                                 f"partition {self.partition} are all warm and active",
+                                 tr, sources, i)
+                    continue
+            vc.wall = wall
+            slot.n += 1
+            if ts > slot.clock:
+                slot.clock = ts
+            if slot.n >= quorum:
+                if slot.n == quorum:
+                    self.newcomers.pop(key, None)
+                if ts > vc.clock:
+                    vc.clock = ts
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [[], [], [], [], [], []]
+            g[0].append(ts)
+            g[1].append(tr.trade_id)
+            g[2].append(tr.price)
+            g[3].append(tr.qty)
+            g[4].append(tr.buyer)
+            g[5].append(tr.seller)
+        self._count("duplicates", duplicates)
+        if self._refused > DLQ_CAPACITY_PER_BATCH:
+            extra = self._refused - DLQ_CAPACITY_PER_BATCH
+            rejected.append(Rejected(
+                f"capacity: {extra} more trades of new instruments refused in this batch "
+                f"(counted, not dead-lettered one by one)", b"", None,
+                {"partition": self.partition}))
+        return groups, duplicates
+
+    def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit,
+              summaries: list[WindowSummary]) -> int:
+        """Hand each instrument's trades to its monitor and window summaries."""
+        n = 0
+        for key, g in groups.items():
+            slot = self.slots[key]
+            cols = TradeColumns(key[0], key[1], *g)
+            emit(slot.monitor, slot.monitor.update(cols))
+            if slot.flows is not None:
+                slot.flows.update(cols)
+                self.open_flows.setdefault(key[0], set()).add(key)
+                vc = self.clocks[key[0]]
+                end = (math.floor(min(g[0]) / self.config.window_s) + 1) * self.config.window_s
+                if end < vc.next_close:
+                    vc.next_close = end
+            n += len(g[0])
+        self._count("processed", n)
+        return n
+
+    # ------------------------------------------------------------------ timers
+    def fire(self, venue: str, emit: Emit, summaries: list[WindowSummary],
+             watermark: float | None = None) -> None:
+        """Advance ``venue``'s watermark (to ``P − out_of_order_s``, or ``watermark`` when
+        given and later) and fire what is due: resumptions, then window closes."""
+        vc = self.clocks.get(venue)
+        if vc is None:
+            return
+        target = vc.clock - self.config.out_of_order_s
+        if watermark is not None and watermark > target:
+            target = watermark
+        if target > vc.timer:
+            vc.timer = target
+        t = vc.timer
+        for key in sorted(k for k in self.halted if k[0] == venue):
+            monitor = self.slots[key].monitor
+            res = monitor.advance(t)
+            if res.transitions or res.findings or res.bars:
+                emit(monitor, res)
+        if t >= vc.next_close:
+            self._close(venue, vc, t, summaries)
+
+    def _close(self, venue: str, vc: VenueClock, t: float,
+               summaries: list[WindowSummary]) -> None:
+        open_keys = self.open_flows.get(venue, set())
+        nxt = INF
+        for key in sorted(open_keys):
+            flows = self.slots[key].flows
+            assert flows is not None
+            summaries += flows.close_until(t)
+            pending = flows.next_end()
+            if pending is None:
+                open_keys.discard(key)
+            elif pending < nxt:
+                nxt = pending
+        vc.next_close = nxt
+
+    # ------------------------------------------------------------------ memory
+    def _admit(self, key: Key, pending: dict[Key, Any]) -> Slot | None:
+        cfg = self.config
+        if len(self.slots) >= cfg.max_instruments and (self._full or
+                                                       not self._make_room(pending)):
+            self._full = True  # nothing more can go during this batch: refuse without a scan
+            return None
+        flows = None
+        if cfg.summaries:
+            from detectors.flows import FlowWindows
+
+            flows = FlowWindows(key[0], key[1], window_s=cfg.window_s, partition=self.partition)
+        slot = self.slots[key] = Slot(MarketMonitor(key[0], key[1], self.market), flows)
+        self.newcomers[key] = None
+        return slot
+
+    def _make_room(self, pending: dict[Key, Any]) -> bool:
+        """Evict to below the cap; False when nothing may go. Instruments with trades in the
+        batch being checked (``pending``) stay: their trades are on their way to be judged."""
+        for n, key in enumerate(self.newcomers):
+            if key not in pending:
+                self._evict(key)
+                return True
+            if n >= 64:  # the rest arrived later still: all in this batch
+                break
+        idle_s = self.idle_evict_s
+        clock = self.clocks_max()
+        warming, idle = [], []
+        for key, slot in self.slots.items():
+            if key in self.halted or key in pending:
+                continue
+            if not getattr(slot.monitor, "ready", True):
+                warming.append((slot.clock, key))
+            elif clock - slot.clock >= idle_s:
+                idle.append((slot.clock, key))
+        victims = sorted(warming) or sorted(idle)
+        if not victims:
+            return False
+        for _, key in victims[: max(1, len(self.slots) // 20)]:
+            self._evict(key)
+        return True
+
+    @property
+    def idle_evict_s(self) -> float:
+        cfg = self.config
+        return self.market.idle_reset_s if cfg.idle_evict_s is None else cfg.idle_evict_s
+
+    def clocks_max(self) -> float:
+        return max((vc.clock for vc in self.clocks.values()), default=-INF)
+
+    def sweep(self, emit: Emit, summaries: list[WindowSummary]) -> None:
+        """Drop instruments idle for ``idle_evict_s`` (periodically, by event time)."""
+        clock = self.clocks_max()
+        if clock < self.next_sweep:
+            return
+        idle_s = self.idle_evict_s
+        self.next_sweep = clock + idle_s / 10
+        for key in [k for k, s in self.slots.items()
+                    if k not in self.halted and self.clocks[k[0]].clock - s.clock >= idle_s]:
+            self._evict(key, emit, summaries)
+
+    def _evict(self, key: Key, emit: Emit | None = None,
+               summaries: list[WindowSummary] | None = None) -> None:
+        slot = self.slots.pop(key)
+        self.newcomers.pop(key, None)
+        self.halted.discard(key)
+        self.open_flows.get(key[0], set()).discard(key)
+        if emit is not None:
+            emit(slot.monitor, slot.monitor.flush())
+        if summaries is not None and slot.flows is not None:
+            summaries += slot.flows.flush()
+        self._count("evicted", 1)
+
+    def flush(self, emit: Emit, summaries: list[WindowSummary]) -> None:
+        for key in sorted(self.slots):
+            slot = self.slots[key]
+            emit(slot.monitor, slot.monitor.flush())
+            if slot.flows is not None:
+                summaries += slot.flows.flush()
+        for keys in self.open_flows.values():
+            keys.clear()
+
+    # ------------------------------------------------------------------ helpers
+    def _count(self, name: str, n: int) -> None:
+        if n:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def _reject(self, rejected: list[Rejected], reason: str, detail: str, tr: Trade,
+                sources: Sequence[dict[str, Any]] | None, i: int) -> None:
+        self._count(reason, 1)
+        if reason == "capacity":
+            self._refused += 1
+            if self._refused > DLQ_CAPACITY_PER_BATCH:
+                return
+        source = dict(sources[i]) if sources is not None else {"partition": self.partition}
+        rejected.append(Rejected(f"{reason}: {detail}", encode(tr), None, source))

@@ -1,0 +1,317 @@
+"""The stage-1 worker loop: trades in; results out, confirmed; state checkpointed with offsets.
+
+One consumer-group member reads ``trades`` (aiokafka, the client Faust wraps). For each fetched
+batch of one partition it decodes the messages, judges them with the engine on a dedicated thread
+(so fetching goes on), and hands the results to the sink, which returns only when the broker has
+acknowledged every record. Then:
+
+- every ``checkpoint_interval_s`` (wall clock) the partition's engine state is written to the
+  checkpoint topic together with the offset of the next unread message, and only after that is
+  the offset committed to the consumer group (:mod:`streams.checkpoint`);
+- if a delivery fails, the partition's state is rolled back to its last checkpoint and the
+  consumer seeks back to that checkpoint's offset: the batch is judged again, and its results
+  (deterministic ids, deterministic halt ``seq``) are sent again. Nothing is marked seen before
+  its results are delivered, because "seen" is part of the state that rolls back;
+- on assignment (start, restart after ``kill -9``, rebalance) the newest checkpoint of each
+  partition is restored and the consumer seeks to its offset; messages the restored state
+  already reflects are skipped. On revocation the partition is checkpointed and dropped.
+
+So a crash at any moment repeats some results (the same ids) and loses none, and a restart —
+on the same worker or another — continues exactly where the checkpointed state left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from streams.app_messages import RawMessage, decode_messages
+from streams.checkpoint import CheckpointStore, checkpoint_key
+from streams.outputs import DeliveryError, KafkaSink, Sink, to_records
+from streams.pipeline import EngineOutput, Surveillance
+from streams.settings import Settings
+
+__all__ = ["Worker", "WorkerCounters"]
+
+log = logging.getLogger("surveil.worker")
+
+
+@dataclass(slots=True)
+class WorkerCounters:
+    messages: int = 0
+    trades: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    halts: int = 0
+    batches: int = 0
+    rollbacks: int = 0
+    checkpoints: int = 0
+    restored: int = 0
+    busy_s: float = 0.0
+
+
+class Worker:
+    """Stage 1 of the pipeline as a consumer-group member (see the module docs)."""
+
+    def __init__(self, settings: Settings, *, engine: Surveillance | None = None,
+                 sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or Surveillance(engine=settings.engine_config())
+        self.sink = sink
+        self.counters = WorkerCounters()
+        self.lock = asyncio.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surveil-engine")
+        self.last_good: dict[int, tuple[bytes, int]] = {}
+        self.saved_at: dict[int, float] = {}
+        self.logged: set[int] = set()
+        self.inflight: dict[int, list[asyncio.Future[None]]] = {}
+        self.rewound: set[int] = set()
+        self.consumer: Any = None
+        self.store: CheckpointStore | None = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        s, topics = self.settings, self.settings.topics
+        producer = AIOKafkaProducer(bootstrap_servers=s.brokers, acks="all", linger_ms=5,
+                                    max_request_size=max(s.max_message_bytes, 1 << 20) + 4096,
+                                    enable_idempotence=False, request_timeout_ms=15_000)
+        await producer.start()
+        kafka = KafkaSink(producer)
+        self.sink = self.sink or kafka
+        self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
+                                     group=s.app_id, source_topic=topics.trades,
+                                     key=checkpoint_key(s.data_dir, s.checkpoint_key),
+                                     send=kafka.send_one)
+        session_ms = int(s.session_timeout_s * 1000)
+        consumer = self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.brokers, group_id=s.app_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=64 << 20, fetch_max_bytes=64 << 20,
+            session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 10),
+            max_poll_interval_ms=600_000)
+        await consumer.start()
+        parts = consumer.partitions_for_topic(topics.checkpoints)
+        self.store.partitions = len(parts) if parts else 1
+        consumer.subscribe([topics.trades], listener=_listener(self))
+        next_tick = last_log = time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100,
+                                               max_records=max(1, s.batch_messages))
+                async with self.lock:
+                    self.ready.set()
+                    await self._check_inflight()
+                    for tp in sorted(batch, key=lambda t: t.partition):
+                        await self._handle(tp, batch[tp])
+                    now = time.monotonic()
+                    if now >= next_tick:
+                        next_tick = now + 1.0
+                        await self._deliver_tick()
+                    await self._checkpoint_due()
+                if time.monotonic() - last_log >= 10:
+                    last_log = time.monotonic()
+                    log.info("worker: %s", self.counters)
+            await self._final_checkpoint()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._final_checkpoint())
+            raise
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            self.executor.shutdown(wait=False)
+
+    async def _final_checkpoint(self) -> None:
+        async with self.lock:
+            for p in sorted(self.engine.partitions):
+                await self._checkpoint(p)
+        log.info("worker stopped: %s", self.counters)
+
+    # ------------------------------------------------------------------ batches
+    def _judge(self, partition: int, msgs: list[RawMessage]) -> tuple[Any, EngineOutput, int]:
+        trades, rejected, sources = decode_messages(msgs, with_sources=True)
+        out = self.engine.process(trades, partition=partition, sources=sources,
+                                  next_offset=msgs[-1].offset + 1)
+        return rejected, out, len(trades)
+
+    async def _handle(self, tp: Any, records: Sequence[Any]) -> None:
+        p = tp.partition
+        state = self.engine.partitions.get(p)
+        if state is None or not records:
+            return  # revoked meanwhile
+        expected = state.next_offset
+        if p in self.rewound:  # rolled back: wait for the records from the checkpoint on
+            if expected is not None and records[0].offset != expected:
+                return
+            self.rewound.discard(p)
+        msgs = [RawMessage(r.value, r.topic, r.partition, r.offset, r.key) for r in records
+                if expected is None or r.offset >= expected]
+        if not msgs:
+            return
+        began = time.perf_counter()
+        rejected, out, n = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self._judge, p, msgs)
+        assert self.sink is not None
+        # handed over in order now, confirmed in the background: the next batch is judged
+        # while this one's acknowledgements come back; nothing is checkpointed (so no offset
+        # is committed) before they have all come back
+        confirm = await self.sink.submit(to_records(self.settings, out, rejected))
+        self.inflight.setdefault(p, []).append(asyncio.ensure_future(confirm))
+        if len(self.inflight[p]) > 8:
+            await self._settle(p)
+        c = self.counters
+        c.messages += len(msgs)
+        c.trades += n
+        c.rejected += len(rejected) + len(out.rejected)
+        c.duplicates += out.duplicates
+        c.alerts += len(out.alerts)
+        c.halts += len(out.halts)
+        c.batches += 1
+        c.busy_s += time.perf_counter() - began
+        for h in out.halts:
+            log.info("halt %s %s %s seq=%s ts=%s", h.instrument, h.state, h.reason, h.seq, h.ts)
+
+    async def _settle(self, p: int) -> bool:
+        """Wait for every in-flight delivery of partition ``p``; on a failure roll back."""
+        pending = self.inflight.pop(p, [])
+        if not pending:
+            return True
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("partition %d: results not delivered (%r); rolling back to the last "
+                        "checkpoint", p, failed[0])
+            await self._rollback(p)
+            return False
+        return True
+
+    async def _check_inflight(self) -> None:
+        """Roll back early when a background delivery has already failed."""
+        for p in sorted(self.inflight):
+            if any(f.done() and not f.cancelled() and f.exception() is not None
+                   for f in self.inflight[p]):
+                await self._settle(p)
+
+    async def _deliver_tick(self) -> None:
+        for p in sorted(self.inflight):  # the timers see every partition's state
+            await self._settle(p)
+        out = self.engine.tick()
+        if not len(out):
+            return
+        try:
+            assert self.sink is not None
+            await self.sink.deliver(to_records(self.settings, out))
+        except DeliveryError as exc:
+            log.warning("heartbeat results not delivered (%s); rolling back", exc)
+            for p in sorted(self.engine.partitions):
+                await self._rollback(p)
+            return
+        self.counters.halts += len(out.halts)
+        for h in out.halts:
+            log.info("halt %s %s %s seq=%s ts=%s (watermark)", h.instrument, h.state, h.reason,
+                     h.seq, h.ts)
+
+    # ------------------------------------------------------------------ checkpoints
+    async def _rollback(self, p: int) -> None:
+        from aiokafka import TopicPartition
+
+        self.counters.rollbacks += 1
+        good = self.last_good.get(p)
+        if good is None:
+            return
+        blob, offset = good
+        self.engine.restore(p, blob)
+        self.consumer.seek(TopicPartition(self.settings.topics.trades, p), offset)
+        for f in self.inflight.pop(p, []):
+            f.cancel()
+        self.rewound.add(p)
+        await asyncio.sleep(0.5)
+
+    async def _checkpoint_due(self) -> None:
+        now = time.monotonic()
+        for p in sorted(self.engine.partitions):
+            if now - self.saved_at.get(p, 0.0) >= self.settings.checkpoint_interval_s:
+                await self._checkpoint(p)
+
+    async def _checkpoint(self, p: int) -> None:
+        from aiokafka import TopicPartition
+
+        self.saved_at[p] = time.monotonic()
+        if not await self._settle(p):
+            return
+        state = self.engine.partitions.get(p)
+        if state is None or state.next_offset is None:
+            return
+        offset = state.next_offset
+        good = self.last_good.get(p)
+        if good is not None and good[1] == offset:
+            return  # nothing new since the last checkpoint
+        blob = await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                 self.engine.snapshot, p)
+        assert self.store is not None
+        try:
+            await self.store.save(p, offset, blob)
+            await self.consumer.commit({TopicPartition(self.settings.topics.trades, p): offset})
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint is retried next time
+            log.warning("partition %d: checkpoint at offset %d failed: %r", p, offset, exc)
+            return
+        first = p not in self.logged
+        self.logged.add(p)
+        log.log(logging.INFO if first else logging.DEBUG,
+                "partition %d: checkpointed at offset %d (%d bytes)", p, offset, len(blob))
+        self.last_good[p] = (blob, offset)
+        self.counters.checkpoints += 1
+
+    async def assigned(self, partitions: Sequence[Any]) -> None:
+        async with self.lock:
+            for tp in sorted(partitions, key=lambda t: t.partition):
+                p = tp.partition
+                assert self.store is not None
+                found = await self.store.load(p)
+                self.engine.drop(p)
+                if found is not None:
+                    blob, offset = found
+                    self.engine.restore(p, blob)
+                    self.consumer.seek(tp, offset)
+                    self.counters.restored += 1
+                    log.info("partition %d: restored the checkpoint at offset %d", p, offset)
+                else:
+                    committed = await self.consumer.committed(tp)
+                    if committed is None:
+                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                    offset = int(committed)
+                    self.consumer.seek(tp, offset)
+                    self.engine.state(p).next_offset = offset
+                    blob = self.engine.snapshot(p)
+                    log.info("partition %d: no checkpoint; starting at offset %d", p, offset)
+                self.last_good[p] = (blob, offset)
+                self.saved_at[p] = time.monotonic()
+
+    async def revoked(self, partitions: Sequence[Any]) -> None:
+        async with self.lock:
+            for tp in sorted(partitions, key=lambda t: t.partition):
+                if tp.partition in self.engine.partitions:
+                    await self._checkpoint(tp.partition)
+                    self.engine.drop(tp.partition)
+                    self.last_good.pop(tp.partition, None)
+
+
+def _listener(worker: Worker) -> Any:
+    from aiokafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await worker.revoked(list(revoked))
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            await worker.assigned(list(assigned))
+
+    return Listener()

@@ -1,0 +1,177 @@
+"""Event time you can trust: future and late trades, watermarks, timers, admission under a flood.
+
+Pure engine tests (no Kafka): the same :class:`Surveillance` runs in the worker and the backtest.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from test_pipeline import T0, crash_market, halt_rows, prints, run, walk, wall_clock
+
+from streams.contracts import Trade
+from streams.partition import EngineConfig
+from streams.pipeline import EngineOutput, Surveillance
+
+__all__: list[str] = []
+
+
+def engine(**kw: object) -> Surveillance:
+    return Surveillance(engine=EngineConfig(**kw), wall_clock=wall_clock)  # type: ignore[arg-type]
+
+
+def rows(out: EngineOutput) -> list[tuple[object, ...]]:
+    return halt_rows(out)
+
+
+def test_a_trade_from_the_year_2100_is_dead_lettered_and_blinds_nothing() -> None:
+    tape = crash_market()
+    base = run(tape)
+    assert [(h.state, h.reason) for h in base.halts][:2] == [("PAUSED", "VELOCITY"),
+                                                             ("HALTED", "SPIKE")]
+    rogue = msgspec.structs.replace(tape[40], ts=4_102_444_800.0, trade_id="from-2100")
+    hostile = tape[:100] + [rogue] + tape[100:]
+    out = run(hostile, batch=500)
+    assert rows(out) == rows(base)
+    assert [h.ts for h in out.halts] == [h.ts for h in base.halts]
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["future_ts"]
+    assert b"from-2100" in out.rejected[0].raw
+
+
+def test_a_trade_a_day_ahead_of_the_venue_clock_is_future_even_on_a_new_instrument() -> None:
+    tape = crash_market()
+    ahead = Trade(ts=float(tape[3000].ts) + 86_400, trade_id="ahead", instrument="NEW",  # type: ignore[arg-type]
+                  price=1.0, qty=1.0, buyer="a", seller="b")
+    spiked = msgspec.structs.replace(tape[3000], ts=float(tape[3000].ts) + 86_400,  # type: ignore[arg-type]
+                                     trade_id="ahead-2")
+    out = run(tape[:3000] + [ahead, spiked] + tape[3000:], batch=700)
+    assert rows(out) == rows(run(tape))
+    assert sorted(r.reason.split(":")[0] for r in out.rejected) == ["future_ts", "future_ts"]
+
+
+def test_the_wall_clock_check_can_be_switched_off_for_synthetic_futures() -> None:
+    future = [msgspec.structs.replace(t, ts=float(t.ts) + 200 * 365 * 86400)  # type: ignore[arg-type]
+              for t in walk("A", start=T0, seconds=30)]
+    assert len(run(future, engine(wall_future_s=300.0)).rejected) == len(future)
+    assert run(future, engine(wall_future_s=None)).rejected == []
+
+
+def test_a_trade_behind_its_instrument_by_more_than_the_lateness_is_dead_lettered() -> None:
+    tape = walk("A", start=T0, seconds=200)
+    old = msgspec.structs.replace(tape[10], trade_id="old")
+    slightly = msgspec.structs.replace(tape[1500], trade_id="slightly")
+    out = run(tape + [old, slightly], engine(allowed_lateness_s=60.0))
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["late"]
+    assert b'"old"' in out.rejected[0].raw
+
+
+def test_junk_instruments_cannot_move_the_venue_clock() -> None:
+    """A flood of one-trade instruments, each a few minutes ahead of the last, would walk a naive
+    max-clock forward by hours and fire every timer; newcomers do not count."""
+    tape = crash_market()
+    cut = 3000
+    t = float(tape[cut].ts)  # type: ignore[arg-type]
+    junk = [Trade(ts=t + 250.0 * (k + 1), trade_id=f"j{k}", instrument=f"JUNK{k}", price=1.0,
+                  qty=1.0, buyer="x", seller="y") for k in range(40)]
+    out = run(tape[:cut] + junk + tape[cut:], batch=400)
+    assert rows(out) == rows(run(tape))
+
+
+def test_a_flood_of_instruments_evicts_newcomers_not_the_busy_market() -> None:
+    tape = crash_market()
+    cut = next(k for k, t in enumerate(tape) if t.ts > T0 + 550)  # type: ignore[operator]
+    t = float(tape[cut].ts)  # type: ignore[arg-type]
+    junk = [Trade(ts=t, trade_id=f"j{k}", instrument=f"J{k:06d}", price=1.0, qty=1.0,
+                buyer=f"b{k}", seller=f"s{k}") for k in range(50_000)]
+    eng = engine(max_instruments=1_000)
+    out = EngineOutput()
+    stream = tape[:cut] + junk + tape[cut:]
+    for i in range(0, len(stream), 5_000):
+        out.extend(eng.process(stream[i:i + 5_000]))
+        assert len(eng.monitors) <= 1_000
+    assert rows(out) == rows(run(tape))
+    stats = eng.stats
+    # newcomers went first; those of a batch bigger than the budget were refused, visibly
+    assert stats.evicted + stats.capacity >= 49_000
+    assert {r.reason.split(":")[0] for r in out.rejected} <= {"capacity"}
+    counted = sum(int(r.reason.split()[1]) for r in out.rejected if not r.raw)
+    assert len([r for r in out.rejected if r.raw]) + counted == stats.capacity
+
+
+def test_when_every_slot_is_warm_and_active_a_newcomer_is_refused_not_a_market_evicted() -> None:
+    warm = [walk(f"W{i}", start=T0, seconds=120, rate=2.0, seed=i) for i in range(4)]
+    tape = sorted((t for w in warm for t in w), key=lambda t: t.ts)  # type: ignore[arg-type, return-value]
+    newcomer = Trade(ts=float(tape[-1].ts), trade_id="late-comer", instrument="NEW", price=1.0,  # type: ignore[arg-type]
+                     qty=1.0, buyer="a", seller="b", venue="v")
+    eng = engine(max_instruments=4)
+    out = run(tape + [newcomer], eng)
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["capacity"]
+    assert set(eng.monitors) == {("v", f"W{i}") for i in range(4)}
+
+
+def test_a_halted_instrument_resumes_on_the_watermark_with_no_trades_of_its_own() -> None:
+    a = walk("A", start=T0, seconds=600) + prints("A", [T0 + 600.0, T0 + 600.1], 1.0, "crash")
+    b = walk("B", start=T0, seconds=1400, rate=1.0, seed=3)
+    out = run(sorted(a + b, key=lambda t: t.ts), engine(), batch=50)  # type: ignore[arg-type, return-value]
+    assert [(h.instrument, h.state, h.reason) for h in out.halts] == [
+        ("A", "HALTED", "SPIKE"), ("A", "TRADING", "RESUME")]
+
+
+def test_a_silent_live_venue_resumes_by_the_heartbeat() -> None:
+    """Every instrument halted, nothing trades: the worker's heartbeat moves a live venue on."""
+    now = [T0 + 600.5]
+    eng = Surveillance(engine=EngineConfig(idle_timeout_s=5.0), wall_clock=lambda: now[0])
+    a = walk("A", start=T0, seconds=600) + prints("A", [T0 + 600.0, T0 + 600.1], 1.0, "crash")
+    out = eng.process(a)
+    assert [(h.state, h.reason) for h in out.halts] == [("HALTED", "SPIKE")]
+    now[0] = T0 + 603.0
+    assert eng.tick().halts == []  # not idle yet
+    now[0] = T0 + 1205.0
+    resumed = eng.tick()
+    assert [(h.state, h.reason, h.ts) for h in resumed.halts] == [
+        ("TRADING", "RESUME", out.halts[0].resume_at)]
+
+
+def test_replayed_history_never_moves_by_the_wall_clock() -> None:
+    eng = Surveillance(engine=EngineConfig(idle_timeout_s=5.0), wall_clock=wall_clock)
+    eng.process(walk("A", start=T0, seconds=600) + prints("A", [T0 + 600.0, T0 + 600.1], 1.0,
+                                                          "crash"))
+    assert eng.tick(wall=wall_clock() + 10_000).halts == []
+
+
+def test_an_idle_partition_follows_the_active_ones_of_its_venue() -> None:
+    now = [0.0]
+    eng = Surveillance(engine=EngineConfig(idle_timeout_s=5.0),
+                       wall_clock=lambda: T0 + 1e6 + now[0])
+    a = walk("A", start=T0, seconds=600) + prints("A", [T0 + 600.0, T0 + 600.1], 1.0, "crash")
+    first = eng.process(a, partition=0)
+    assert [h.reason for h in first.halts] == ["SPIKE"]
+    now[0] = 10.0  # partition 0 silent for 10 s of wall clock, partition 1 trading
+    b = walk("B", start=T0 + 600, seconds=900, rate=1.0, seed=4)
+    assert eng.process(b, partition=1).halts == []  # partition 0's clock has not moved
+    out = eng.tick()
+    assert [(h.instrument, h.reason) for h in out.halts] == [("A", "RESUME")]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 333, None])
+def test_results_do_not_depend_on_batching(batch: int | None) -> None:
+    tape = crash_market(seed=2)
+    assert rows(run(tape, batch=batch)) == rows(run(tape))
+
+
+def test_snapshot_and_restore_continue_exactly() -> None:
+    tape = crash_market(seed=1)
+    whole = run(tape, batch=500)
+    first = Surveillance(wall_clock=wall_clock)
+    out = EngineOutput()
+    cut = next(k for k, t in enumerate(tape) if t.ts > T0 + 590)  # type: ignore[operator]
+    for i in range(0, cut, 500):
+        out.extend(first.process(tape[i:min(i + 500, cut)], next_offset=i))
+    blob = first.snapshot(0)
+    second = Surveillance(wall_clock=wall_clock)
+    second.restore(0, blob)
+    for i in range(cut, len(tape), 500):
+        out.extend(second.process(tape[i:i + 500]))
+    out.extend(second.flush())
+    assert rows(out) == rows(whole)
+    assert [a.alert_id for a in out.alerts] == [a.alert_id for a in whole.alerts]
