@@ -7,14 +7,15 @@ synthetic feed of ``surveil up`` and by the benchmark.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from kafka import KafkaProducer
 
 from streams.contracts import Trade, encode
 
-__all__ = ["BatchPublisher", "pace", "to_messages"]
+__all__ = ["BatchPublisher", "pace", "pace_stream", "to_messages"]
 
 
 def to_messages(trades: Sequence[Trade], *, max_batch: int = 500) -> list[tuple[bytes, bytes]]:
@@ -40,18 +41,36 @@ def pace(trades: Sequence[Trade], speed: float | None, *, chunk_s: float = 0.05,
          max_batch: int = 2000) -> Iterable[list[Trade]]:
     """Yield chunks of event-time-ordered trades, sleeping to keep ``speed``× event time.
 
-    ``speed=None`` means as fast as possible (chunks of ``max_batch``).
+    ``speed=None`` means as fast as possible (chunks of ``max_batch``). See :func:`pace_stream`
+    for trades that arrive as a stream.
     """
-    if not trades:
-        return
+    return pace_stream(trades, speed, chunk_s=chunk_s, max_batch=max_batch)
+
+
+def pace_stream(trades: Iterable[Trade], speed: float | None, *, chunk_s: float = 0.05,
+                max_batch: int = 2000) -> Iterator[list[Trade]]:
+    """:func:`pace` for any iterable, consumed lazily (a tape read in chunks, a generator).
+
+    The event clock starts at the first trade; a chunk ends when the next trade is more than
+    ``chunk_s × speed`` event seconds past the chunk's start or holds ``max_batch`` trades.
+
+    >>> t = (Trade(ts=float(i), trade_id=str(i), instrument="A", price=1.0, qty=1.0, buyer="a",
+    ...            seller="b") for i in range(5))
+    >>> [len(c) for c in pace_stream(t, None, max_batch=2)]
+    [2, 2, 1]
+    """
+    it = iter(trades)
     if speed is None:
-        for i in range(0, len(trades), max_batch):
-            yield list(trades[i:i + max_batch])
+        while batch := list(islice(it, max_batch)):
+            yield batch
         return
-    t0_event, t0_wall = float(trades[0].ts), time.monotonic()
+    first = next(it, None)
+    if first is None:
+        return
+    t0_event, t0_wall = float(first.ts), time.monotonic()
     chunk: list[Trade] = []
     horizon = t0_event
-    for t in trades:
+    for t in chain([first], it):
         ts = float(t.ts)
         if ts > horizon or len(chunk) >= max_batch:
             if chunk:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from threading import Event
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 from tqdm import tqdm
 
-from replay.publish import BatchPublisher, pace
+from replay.publish import BatchPublisher, pace_stream
 from replay.synthetic import Episode, Feed, FeedSpec
 from streams.settings import Settings
 from streams.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from replay.reorder import OrderedTape
+    from streams.contracts import Trade
 
 __all__ = ["live_feed", "planted_episode", "replay_tape"]
 
@@ -23,19 +30,23 @@ log = logging.getLogger("surveil.feed")
 
 def replay_tape(settings: Settings, tape: Path, *, agents: Path | None, speed: float | None,
                 loop: bool, batch: int) -> None:
-    """Publish a tape (event-time order, batched) at ``speed``× event time (None = max)."""
-    from replay.backtest import event_order
-    from replay.tape import TapeError, read_agents, read_tape
+    """Publish a tape, batched, at ``speed``× event time (None = max), streaming.
 
-    try:
-        read = read_tape(tape)
-    except TapeError as exc:
-        raise click.ClickException(str(exc)) from None
-    for r in read.rejects[:10]:
-        click.echo(f"row {r.row}: {r.reason}", err=True)
-    if read.rejects:
-        click.echo(f"{len(read.rejects)} of {read.rows} rows rejected (not published)", err=True)
-    trades = event_order(read.trades)
+    Trades go out in the order ``surveil backtest`` judges them (:class:`replay.reorder.
+    OrderedTape`: event time through a bounded reorder buffer), read chunk by chunk, so memory
+    does not grow with the tape. Bad rows are reported (the first ten by row number) and not
+    published.
+    """
+    from replay.reorder import OrderedTape
+    from replay.tape import TapeError, read_agents
+
+    def open_tape() -> OrderedTape:
+        try:
+            return OrderedTape(tape)
+        except TapeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    ordered = open_tape()
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
     if agents is not None:
         registry = read_agents(agents)
@@ -45,18 +56,42 @@ def replay_tape(settings: Settings, tape: Path, *, agents: Path | None, speed: f
         pub.close()
         click.echo(f"published {len(registry.agents)} agents ({len(registry.rejects)} rejected)")
     pub = BatchPublisher(settings.brokers, settings.topics.trades, max_batch=batch)
+    first = True
     try:
         while True:
-            with tqdm(total=len(trades), unit="trade", unit_scale=True, desc=tape.name) as bar:
-                for chunk in pace(trades, speed, max_batch=max(batch, 1)):
+            with tqdm(total=ordered.total_rows, unit="trade", unit_scale=True,
+                      desc=tape.name) as bar:
+                trades = _ordered_trades(ordered, bar, report=first)
+                for chunk in pace_stream(trades, speed, max_batch=max(batch, 1)):
                     pub.send(chunk, bar.update)
+            if first and ordered.rejected:
+                click.echo(f"{ordered.rejected} of {ordered.rows} rows rejected (not published)",
+                           err=True)
+            if first and ordered.late:
+                click.echo(f"{ordered.late} rows more than {ordered.buffer.horizon_s:.0f} s out of "
+                           "event-time order published late, where they came", err=True)
+            first = False
             if not loop:
                 break
+            ordered = open_tape()
     except KeyboardInterrupt:
         pass
     finally:
         pub.close()
     click.echo(f"published {pub.sent_trades} trades in {pub.sent_messages} messages")
+
+
+def _ordered_trades(ordered: OrderedTape, bar: tqdm[Any], *, report: bool,
+                    shown: int = 10) -> Iterator[Trade]:
+    """The tape's trades in order; bad rows are counted on the bar and the first few shown."""
+    for chunk in ordered:
+        if chunk.rejects:
+            bar.update(len(chunk.rejects))  # rows, not trades: the bar's total is the row count
+            if report:
+                for r in chunk.rejects[:shown]:
+                    tqdm.write(f"row {r.row}: {r.reason}", file=sys.stderr)
+                shown -= min(shown, len(chunk.rejects))
+        yield from chunk.trades
 
 
 def planted_episode(scenario: str, *, at_s: float, instrument: str) -> Episode | None:

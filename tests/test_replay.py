@@ -10,7 +10,8 @@ import pytest
 from kafka_helpers import read_topics, run_surveil
 
 from replay.backtest import event_order
-from replay.publish import pace, to_messages
+from replay.publish import pace, pace_stream, to_messages
+from replay.reorder import OrderedTape
 from replay.synthetic import FeedSpec, generate
 from replay.tape import write_tape
 from streams.contracts import Trade
@@ -42,6 +43,25 @@ def test_pace_keeps_order_and_count_and_batches() -> None:
         assert ids == [t.trade_id for t in trades[:1000] if t.instrument.encode() == key]
 
 
+def test_pace_stream_is_pace_for_a_lazy_stream() -> None:
+    trades = event_order(shuffled_tape(20))
+    for speed in (None, 1e6):
+        expected = [[t.trade_id for t in c] for c in pace(trades, speed, max_batch=70)]
+        got = [[t.trade_id for t in c] for c in pace_stream(iter(trades), speed, max_batch=70)]
+        assert got == expected
+    assert list(pace_stream(iter([]), 1.0)) == list(pace([], None)) == []
+
+
+def test_replay_order_is_the_backtest_order(tmp_path: Path) -> None:
+    """Both commands read a tape through :class:`OrderedTape`: for a tape disordered within
+    the horizon that is the stable sort by ``ts``."""
+    trades = shuffled_tape()
+    write_tape(trades, tmp_path / "t.parquet")
+    tape = OrderedTape(tmp_path / "t.parquet", batch_size=128)
+    assert [t.trade_id for c in tape for t in c.trades] == [t.trade_id for t in
+                                                            event_order(trades)]
+
+
 @pytest.mark.integration
 def test_replay_publishes_every_row_once_in_event_time_order(broker: str, topic_prefix: str,
                                                              tmp_path: Path) -> None:
@@ -66,3 +86,26 @@ def test_replay_publishes_every_row_once_in_event_time_order(broker: str, topic_
     for instrument in {t.instrument for t in trades}:  # Kafka orders per key = per instrument
         assert [t["trade_id"] for t in got if t["instrument"] == instrument] == [
             t.trade_id for t in expected if t.instrument == instrument]
+
+
+@pytest.mark.integration
+def test_replay_publishes_a_late_row_where_the_backtest_judges_it(broker: str, topic_prefix: str,
+                                                                  tmp_path: Path) -> None:
+    """A row far behind the tape is published late, at the place the backtest judges it."""
+    topics = Topics(topic_prefix)
+    ensure_topics(broker, topics.all())
+    trades = generate(FeedSpec(seed=2, rate=1), start=T0, duration_s=700)
+    trades.insert(len(trades) - 5, msgspec.structs.replace(trades[0], trade_id="straggler"))
+    tape = tmp_path / "tape.jsonl"
+    write_tape(trades, tape)
+    out = run_surveil(broker, topic_prefix, "replay", str(tape), "--speed", "max")
+    assert "1 rows more than 300 s out of event-time order published late" in out
+    assert f"published {len(trades)} trades" in out
+    records = read_topics(broker, [topics.trades],
+                          until=lambda r: sum(len(v) for _, v in r) >= len(trades), settle=1)
+    got = [t for _, batch in records for t in batch]
+    expected = [t for c in OrderedTape(tape) for t in c.trades]
+    assert [t.trade_id for t in expected] != [t.trade_id for t in event_order(trades)]
+    instrument = trades[0].instrument
+    assert [t["trade_id"] for t in got if t["instrument"] == instrument] == [
+        t.trade_id for t in expected if t.instrument == instrument]
