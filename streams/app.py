@@ -1,4 +1,5 @@
-"""The worker process: runs the stage-1 worker loop until SIGINT/SIGTERM.
+"""The worker process: runs stage 1 (:mod:`streams.worker`) and stage 2 (:mod:`streams.venue`)
+until SIGINT/SIGTERM.
 
 The consuming is :class:`streams.worker.Worker`, an aiokafka consumer-group member (the client
 Faust wraps). It used to be a Faust agent; Faust was dropped from the worker because the promises
@@ -37,16 +38,25 @@ def run_worker(settings: Settings, *, engine: Surveillance | None = None,
     (settings.data_dir).mkdir(parents=True, exist_ok=True)
 
     async def main() -> int:
+        from streams.venue import VenueWorker
+
         worker = Worker(settings, engine=engine, sink=sink)
+        venue = VenueWorker(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            await worker.run(stop)
-        except Exception:
-            log.exception("the worker loop failed")
-            return 1
-        return 0
+        tasks = [asyncio.create_task(worker.run(stop), name="stage-1"),
+                 asyncio.create_task(venue.run(stop), name="stage-2")]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        code = 0
+        for task in tasks:
+            try:
+                await task
+            except Exception:
+                log.exception("%s failed", task.get_name())
+                code = 1
+        return code
 
     return asyncio.run(main())

@@ -85,7 +85,7 @@ class EngineConfig:
     #: Default: the monitors' own ``idle_reset_s`` (evicting then cannot change any result).
     idle_evict_s: float | None = None
     dedup_capacity: int = 200_000
-    summaries: bool = False
+    summaries: bool = True
 
 
 class Slot:

@@ -157,6 +157,9 @@ class Surveillance:
         wall = self.wall_clock() if wall is None else wall
         cfg = self.engine
         out = EngineOutput()
+        for p, state in sorted(self.partitions.items()):
+            if not state.clocks:  # tell stage 2 this partition exists and holds nothing yet
+                out.watermarks.append(Watermark("*", p, 0.0))
         venues = sorted({v for s in self.partitions.values() for v in s.clocks})
         for venue in venues:
             rows = [(p, s.clocks[venue]) for p, s in sorted(self.partitions.items())

@@ -1,10 +1,10 @@
 """The store's on-disk layout, shared by the writer (:mod:`streams.store`) and every reader.
 
-``store_dir/{alerts,halts,bars}/`` each hold immutable Parquet part files with the schema in
-:data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.5, §3.6, bars) to a row. A
-record is identified by its :data:`KEYS`. Files starting with ``.`` are
-being written; a part with a ``<name>.merged`` tombstone beside it was merged into a newer part
-and is about to be deleted. :func:`part_files` applies these rules, so readers need no more.
+``store_dir/{alerts,halts,bars,structure}/`` each hold immutable Parquet part files with the
+schema in :data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.5, §3.6, bars,
+stage-2 structure metrics) to a row. A record is identified by its :data:`KEYS`. Files starting
+with ``.`` are being written; a part with a ``<name>.merged`` tombstone beside it was merged
+into a newer part and is about to be deleted. :func:`part_files` applies these rules, so readers need no more.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 import msgspec
 import pyarrow as pa
 
+from detectors.structure import StructureMetrics
 from streams.contracts import Alert, Bar, Halt
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "to_row",
 ]
 
-Kind: TypeAlias = Literal["alerts", "halts", "bars"]
+Kind: TypeAlias = Literal["alerts", "halts", "bars", "structure"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -59,21 +60,32 @@ SCHEMAS: Final[Mapping[Kind, pa.Schema]] = {
         ("close", pa.float64()), ("volume", pa.float64()), ("notional", pa.float64()),
         ("trades", pa.int64()), ("schema", pa.string()),
     ]),
+    # stage 2: market structure per instrument and window (detectors/structure.py)
+    "structure": pa.schema([
+        ("venue", pa.string()), ("instrument", pa.string()), ("ts", _TS),
+        ("window_start", _TS), ("window_end", _TS), ("trades", pa.int64()),
+        ("volume", pa.float64()), ("notional", pa.float64()), ("agents", pa.int64()),
+        ("hhi", pa.float64()),
+        ("top5_share", pa.float64()), ("new_entrant_share", pa.float64()),
+        ("new_entrants", pa.int64()), ("counterparty_hhi", pa.float64()),
+        ("top_pair_share", pa.float64()), ("self_trade_share", pa.float64()),
+        ("partitions", pa.int64()), ("truncated", pa.bool_()), ("schema", pa.string()),
+    ]),
 }
 #: The columns that identify a record; a second record with the same key is a duplicate.
 KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
     "alerts": ("alert_id",),
     "halts": ("venue", "instrument", "seq"),
     "bars": ("venue", "instrument", "ts"),
+    "structure": ("venue", "instrument", "ts"),
 }
 #: Sort order inside compacted parts (lets Parquet row-group statistics prune reads).
 SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
     "alerts": ("ts", "alert_id"),
     "halts": ("venue", "instrument", "seq"),
     "bars": ("venue", "instrument", "ts"),
+    "structure": ("venue", "instrument", "ts"),
 }
-
-
 
 #: Suffix of the tombstone that retires a part merged away by compaction (see the module docs).
 MERGED: Final = ".merged"
@@ -138,6 +150,11 @@ def to_row(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
                 "reason": h.reason, "resume_at": _utc_or_none(h.resume_at),
                 "reference_price": h.reference_price, "band_low": h.band_low,
                 "band_high": h.band_high, "alert_ids": list(h.alert_ids), "schema": h.schema}
+    if kind == "structure":
+        m = msgspec.convert(record, StructureMetrics)
+        row = msgspec.structs.asdict(m)
+        row["window_start"], row["window_end"] = _utc(m.window_start), _utc(m.window_end)
+        return {"ts": row["window_start"], **row}  # ts = the window's start (its key)
     b = msgspec.convert(record, Bar)
     return {"venue": b.venue, "instrument": b.instrument, "ts": _utc(b.ts), "open": b.open,
             "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def backtest(tape: Path, agents: Path | None, out_dir: Path) -> None:
     from replay.tape import TapeError
 
     try:
-        result = run_backtest(tape, out_dir=out_dir, agents=agents)
+        result = run_backtest(tape, out_dir=out_dir, agents=agents, keep_output=False)
     except TapeError as exc:
         raise click.ClickException(str(exc)) from None
     s = result.summary
@@ -323,8 +324,11 @@ def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float) -
     """Everything: broker, worker, store writer, exchange with a live market, dashboard."""
     from surveil.up import run_up
 
-    sys.exit(run_up(_settings(ctx), port=port, dashboard_port=dashboard_port,
-                    crash_every=crash_every))
+    settings = _settings(ctx)
+    # an external cluster when one was named (--brokers before or after `up`, or the env)
+    external = settings.brokers != Settings().brokers or "SURVEIL_BROKERS" in os.environ
+    sys.exit(run_up(settings, port=port, dashboard_port=dashboard_port,
+                    crash_every=crash_every, external=external))
 
 
 def main() -> None:

@@ -1,0 +1,301 @@
+"""Stage 2: the venue-wide view, fed by stage 1's window summaries and watermarks.
+
+Stage 1 publishes on ``flows`` (key = venue) each instrument's per-window summary (pair flows,
+per-agent activity) and, per input partition, its watermark. Stage 2 merges the summaries of every
+partition (duplicates after a redelivery are recognised by their deterministic key) and closes a
+window when the **venue watermark** — the minimum over the partitions of ``trades`` that have
+reported for the venue — passes its end. So its results depend neither on how the partitions of
+``trades`` are assigned to workers nor on how far one of them lags.
+
+Its first job is market structure (:mod:`detectors.structure`): trader concentration (HHI, top-5
+share), new entrants' share of volume, counterparty concentration per instrument and window, on
+the ``structure`` topic for the store. The registry (``agents``, keyed by agent_id) is read when
+present: creation times make "new entrant" exact. The agent-level detectors plug in here.
+
+:class:`VenueStage` is pure (no Kafka); :class:`VenueWorker` runs it as a consumer-group member
+of ``flows`` and ``agents`` with checkpoints, like stage 1 (:mod:`streams.worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from detectors.flows import WindowSummary
+from detectors.structure import MarketStructure, StructureMetrics
+from streams.checkpoint import CheckpointStore, checkpoint_key
+from streams.contracts import Agent, encode, parse_ts
+from streams.outputs import DeliveryError, KafkaSink, Record
+from streams.settings import Settings
+
+__all__ = ["VenueStage", "VenueWorker"]
+
+log = logging.getLogger("surveil.venue")
+
+
+@dataclass(slots=True)
+class VenueStage:
+    """Stage-2 state of the venues whose ``flows`` partition this worker owns."""
+
+    window_s: float = 60.0
+    max_venues: int = 1_000
+    venues: dict[str, MarketStructure] = field(default_factory=dict)
+    watermarks: dict[str, dict[int, float]] = field(default_factory=dict)
+    closed_at: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    next_offset: int | None = None
+    #: Partitions of ``trades`` (stage 1's inputs) and those that have reported.
+    partitions_total: int = 1
+    reported: set[int] = field(default_factory=set)
+
+    def venue(self, name: str) -> MarketStructure | None:
+        ms = self.venues.get(name)
+        if ms is None:
+            if len(self.venues) >= self.max_venues:
+                self._count("refused_venue")
+                return None
+            ms = self.venues[name] = MarketStructure(name, window_s=self.window_s)
+        return ms
+
+    def handle(self, value: bytes | None) -> list[StructureMetrics]:
+        """One ``flows`` record: a summary or a watermark. Returns metrics closed by it."""
+        if not value:
+            self._count("malformed")
+            return []
+        try:
+            doc = msgspec.json.decode(value)
+            schema = doc.get("schema") if isinstance(doc, dict) else None
+            if schema == "watermark/1":
+                return self.watermark(str(doc["venue"]), int(doc["partition"]),
+                                      float(doc["watermark"]))
+            if schema == "flows/1":
+                summary = msgspec.json.decode(value, type=WindowSummary)
+                ms = self.venue(summary.venue)
+                if ms is not None and not ms.add(summary):
+                    self._count("duplicate_or_late")
+                return []
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError,
+                ValueError):
+            pass
+        self._count("malformed")
+        return []
+
+    def watermark(self, venue: str, partition: int, wm: float) -> list[StructureMetrics]:
+        """A partition's watermark for ``venue`` (``"*"``: the partition holds no venue yet).
+
+        Nothing closes before every partition of ``trades`` has reported once, so a partition
+        whose first records are slow to arrive is not left out of the first windows."""
+        first = partition not in self.reported
+        self.reported.add(partition)
+        if venue != "*":
+            marks = self.watermarks.setdefault(venue, {})
+            if wm <= marks.get(partition, float("-inf")):
+                return []
+            marks[partition] = wm
+            venues = [venue]
+        elif first:
+            venues = sorted(self.watermarks)
+        else:
+            return []
+        if len(self.reported) < self.partitions_total:
+            return []
+        out: list[StructureMetrics] = []
+        for name in venues:
+            low = min(self.watermarks[name].values())
+            if low <= self.closed_at.get(name, float("-inf")):
+                continue
+            self.closed_at[name] = low
+            ms = self.venue(name)
+            if ms is not None:
+                out += ms.advance(low)
+        return out
+
+    def registry(self, value: bytes | None) -> None:
+        try:
+            agent = msgspec.json.decode(value or b"", type=Agent)
+            created = parse_ts(agent.created_ts) if agent.created_ts is not None else None
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            self._count("bad_agent")
+            return
+        venues = [agent.venue] if agent.venue else list(self.venues)
+        for name in venues:
+            ms = self.venue(name)
+            if ms is not None:
+                ms.observe_agent(agent.agent_id, owner=agent.owner, funded_by=agent.funded_by,
+                                 created_ts=created)
+
+    def _count(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+
+class VenueWorker:
+    """Runs :class:`VenueStage` on ``flows`` (one checkpointed state per ``flows`` partition)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stages: dict[int, VenueStage] = {}
+        self.good: dict[int, tuple[bytes, int]] = {}
+        self.saved_at: dict[int, float] = {}
+        self.lock = asyncio.Lock()
+        self.consumer: Any = None
+        self.store: CheckpointStore | None = None
+        self.sink: KafkaSink | None = None
+        self.metrics = 0
+        self.trades_partitions = 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        s, topics = self.settings, self.settings.topics
+        producer = AIOKafkaProducer(bootstrap_servers=s.brokers, acks="all", linger_ms=5,
+                                    enable_idempotence=False, request_timeout_ms=15_000,
+                                    max_request_size=max(s.max_message_bytes, 1 << 20) + 4096)
+        await producer.start()
+        self.sink = KafkaSink(producer)
+        self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
+                                     group=s.app_id + ".venue", source_topic=topics.flows,
+                                     key=checkpoint_key(s.data_dir, s.checkpoint_key),
+                                     send=self.sink.send_one)
+        session_ms = int(s.session_timeout_s * 1000)
+        consumer = self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.brokers, group_id=s.app_id + ".venue", enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=100, session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(1000, session_ms // 10), max_poll_interval_ms=600_000)
+        await consumer.start()
+        parts = consumer.partitions_for_topic(topics.checkpoints)
+        self.store.partitions = len(parts) if parts else 1
+        inputs = consumer.partitions_for_topic(topics.trades)
+        self.trades_partitions = len(inputs) if inputs else 1
+        consumer.subscribe([topics.flows], listener=_listener(self))
+        registry: Any = None
+        try:
+            registry = AIOKafkaConsumer(topics.agents, bootstrap_servers=s.brokers,
+                                        auto_offset_reset="earliest", enable_auto_commit=False,
+                                        fetch_max_wait_ms=100)
+            await registry.start()
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                agents = await registry.getmany(timeout_ms=0, max_records=1000)
+                async with self.lock:
+                    for records in agents.values():
+                        for r in records:
+                            for stage in self.stages.values():
+                                stage.registry(r.value)
+                    for tp in sorted(batch, key=lambda t: t.partition):
+                        await self._handle(tp.partition, batch[tp])
+                    await self._checkpoint_due()
+        finally:
+            async with self.lock:
+                for p in sorted(self.stages):
+                    await self._checkpoint(p)
+            if registry is not None:
+                await registry.stop()
+            await consumer.stop()
+            await producer.stop()
+
+    async def _handle(self, p: int, records: Sequence[Any]) -> None:
+        stage = self.stages.get(p)
+        if stage is None:
+            return
+        fresh = [r for r in records if stage.next_offset is None or r.offset >= stage.next_offset]
+        if not fresh:
+            return
+        out: list[StructureMetrics] = []
+        for r in fresh:
+            out += stage.handle(r.value)
+        stage.next_offset = fresh[-1].offset + 1
+        topic = self.settings.topics.structure
+        recs: list[Record] = [(topic, m.venue.encode(), encode(m)) for m in out]
+        try:
+            assert self.sink is not None
+            await self.sink.deliver(recs)
+        except DeliveryError as exc:
+            log.warning("venue stage: results not delivered (%s); rolling back", exc)
+            await self._rollback(p)
+            return
+        self.metrics += len(out)
+
+    async def _rollback(self, p: int) -> None:
+        from aiokafka import TopicPartition
+
+        blob, offset = self.good[p]
+        self.stages[p] = pickle.loads(zlib.decompress(blob))  # noqa: S301 - our own bytes
+        self.consumer.seek(TopicPartition(self.settings.topics.flows, p), offset)
+        await asyncio.sleep(0.5)
+
+    async def _checkpoint_due(self) -> None:
+        now = time.monotonic()
+        for p in sorted(self.stages):
+            if now - self.saved_at.get(p, 0.0) >= self.settings.checkpoint_interval_s:
+                await self._checkpoint(p)
+
+    async def _checkpoint(self, p: int) -> None:
+        from aiokafka import TopicPartition
+
+        self.saved_at[p] = time.monotonic()
+        stage = self.stages.get(p)
+        if stage is None or stage.next_offset is None:
+            return
+        offset = stage.next_offset
+        if self.good.get(p, (b"", -1))[1] == offset:
+            return
+        blob = zlib.compress(pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL), 3)
+        assert self.store is not None
+        try:
+            await self.store.save(p, offset, blob)
+            await self.consumer.commit({TopicPartition(self.settings.topics.flows, p): offset})
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.warning("venue stage: checkpoint of partition %d failed: %r", p, exc)
+            return
+        self.good[p] = (blob, offset)
+
+    async def assigned(self, partitions: Sequence[Any]) -> None:
+        async with self.lock:
+            for tp in partitions:
+                assert self.store is not None
+                found = await self.store.load(tp.partition)
+                if found is not None:
+                    blob, offset = found
+                    stage = pickle.loads(zlib.decompress(blob))  # noqa: S301 - authenticated
+                    self.consumer.seek(tp, offset)
+                else:
+                    committed = await self.consumer.committed(tp)
+                    if committed is None:
+                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                    offset = int(committed)
+                    self.consumer.seek(tp, offset)
+                    stage = VenueStage()
+                    stage.next_offset = offset
+                    blob = zlib.compress(pickle.dumps(stage), 3)
+                stage.partitions_total = self.trades_partitions
+                self.stages[tp.partition] = stage
+                self.good[tp.partition] = (blob, offset)
+                log.info("venue stage: flows partition %d from offset %d", tp.partition, offset)
+
+    async def revoked(self, partitions: Sequence[Any]) -> None:
+        async with self.lock:
+            for tp in partitions:
+                await self._checkpoint(tp.partition)
+                self.stages.pop(tp.partition, None)
+                self.good.pop(tp.partition, None)
+
+
+def _listener(worker: VenueWorker) -> Any:
+    from aiokafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await worker.revoked(list(revoked))
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            await worker.assigned(list(assigned))
+
+    return Listener()

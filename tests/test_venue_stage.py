@@ -1,0 +1,69 @@
+"""Stage 2 without Kafka: stage 1's summaries and watermarks in, market structure out, the same
+whatever the partitioning, arrival order or duplicates."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+from test_pipeline import crash_market, wall_clock
+
+from streams.contracts import encode
+from streams.partition import EngineConfig
+from streams.pipeline import EngineOutput, Surveillance
+from streams.venue import VenueStage
+
+
+def flows(partitions: int) -> list[bytes]:
+    """Stage 1 over the crash market, instruments spread over ``partitions`` partitions."""
+    tape = crash_market()
+    names = sorted({t.instrument for t in tape})
+    engine = Surveillance(engine=EngineConfig(), wall_clock=wall_clock)
+    out = EngineOutput()
+    for i in range(0, len(tape), 700):
+        chunk = tape[i:i + 700]
+        for p in range(partitions):
+            mine = [t for t in chunk if names.index(t.instrument) % partitions == p]
+            if mine:
+                out.extend(engine.process(mine, partition=p))
+    records = [encode(s) for s in out.summaries]
+    records += [encode({"schema": "watermark/1", "venue": w.venue, "partition": w.partition,
+                        "watermark": w.watermark}) for w in out.watermarks]
+    return records
+
+
+def metrics(records: list[bytes], partitions: int) -> list[tuple[object, ...]]:
+    stage = VenueStage(partitions_total=partitions)
+    out = []
+    for r in records:
+        out += stage.handle(r)
+    return sorted((m.instrument, m.window_start, m.trades, round(m.hhi, 6),
+                   round(m.top5_share, 9), m.agents) for m in out)
+
+
+def test_structure_does_not_depend_on_partitioning_order_or_duplicates() -> None:
+    one = metrics(flows(1), 1)
+    assert len(one) > 50
+    assert {m[0] for m in one} == {"GPU-H100-1H", "KWH-SA-GRID", "STORAGE-TB-MO", "BW-10G-1H"}
+    four = flows(4)
+    # summaries in any order, each delivered twice; watermarks after the summaries they cover
+    summaries = [r for r in four if b"flows/1" in r]
+    marks = [r for r in four if b"watermark/1" in r]
+    random.Random(7).shuffle(summaries)
+    assert metrics(summaries + summaries + marks, 4) == one
+
+
+def test_nothing_closes_before_every_partition_has_reported() -> None:
+    records = flows(2)
+    only_p0 = [r for r in records if msgspec.json.decode(r)["partition"] == 0]
+    assert metrics(only_p0, 2) == []
+    idle = encode({"schema": "watermark/1", "venue": "*", "partition": 1, "watermark": 0.0})
+    assert metrics([*only_p0, idle], 2)
+
+
+def test_malformed_flows_records_are_counted_not_fatal() -> None:
+    stage = VenueStage()
+    for value in (None, b"", b"{", b"[1]", b'{"schema": "flows/1"}',
+                  b'{"schema": "watermark/1", "venue": "v"}'):
+        assert stage.handle(value) == []
+    assert stage.counts["malformed"] == 6
