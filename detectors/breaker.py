@@ -23,6 +23,8 @@ from dataclasses import dataclass
 __all__ = ["BreakerConfig", "CircuitBreaker", "Transition"]
 
 TRADING, PAUSED, HALTED = "TRADING", "PAUSED", "HALTED"
+#: No band (shared, so an idle breaker costs no tuple of its own).
+_NO_BAND: tuple[float | None, float | None] = (None, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +70,7 @@ class CircuitBreaker:
         self.limit_side = 0
         self.resume_at: float | None = None
         self.reference_price: float | None = None
-        self.band: tuple[float | None, float | None] = (None, None)
+        self.band = _NO_BAND
         self.alert_ids: tuple[str, ...] = ()
         self.last_seq = 0
 
@@ -125,5 +127,5 @@ class CircuitBreaker:
         t = Transition(ts, self._seq(ts), TRADING, "RESUME", None, self.reference_price, None, None,
                        self.alert_ids)
         self.state, self.resume_at, self.alert_ids = TRADING, None, ()
-        self.band = (None, None)
+        self.band = _NO_BAND
         return t

@@ -20,7 +20,12 @@ finger, an odd lot at a silly price) never trips anything; two in a row do. Afte
 reference restarts from the reopening trades (LULD). A reference window with no trades (a thin
 market waking up after a gap) skips band checks instead of judging against a stale price.
 
-State is bounded: one bar per second over ``ref_window_s`` and the last ``recent_trades`` trades.
+State is bounded and compact (the engine keeps thousands of monitors and checkpoints them): per
+closed second of the reference window only what the checks read again (second, sum and count of
+filtered prints, filtered extremes while in the velocity window), and of the last
+``recent_trades`` trades only those an alert could still cite (its window: the velocity window,
+the limit state, the last ``5 · evidence_trades`` trades), stored per batch as flat columns and,
+past ``_BLOCK`` trades, as zlib-compressed blocks. Both are allocated with the first bar or batch.
 
 >>> m = MarketMonitor("v", "GPU", MarketConfig(warmup_s=10, warmup_returns=5))
 >>> calm = TradeColumns.from_rows("v", "GPU", [(float(t), f"t{t}", 2.0 + 0.001 * (t % 3), 1.0,
@@ -38,8 +43,16 @@ State is bounded: one bar per second over ``ref_window_s`` and the last ``recent
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+import re
+import struct
+import sys
+import zlib
+from array import array
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from typing import Any
 
 from detectors.base import Finding, TradeColumns, score_ratio, stable_id
@@ -49,6 +62,17 @@ __all__ = ["MarketConfig", "MarketMonitor", "MonitorOutput"]
 
 DETECTOR = "market/1"
 BarTuple = tuple[int, float, float, float, float, float, float, int]
+#: A remembered trade: ``(clock, trade_id, price, qty, buyer, seller)``.
+Row = tuple[float, str, float, float, str, str]
+#: The open bar: second, open, high, low, close, filtered high, low and close, sum and count of
+#: filtered prints, volume, notional.
+OpenBar = tuple[int, float, float, float, float, float, float, float, float, int, float, float]
+
+#: Trades per compressed block of remembered trades (fewer stay as flat columns).
+_BLOCK = 64
+#: Stands for a trade the full ``recent_trades`` window would still hold but no alert can cite.
+_GONE: Row = (-math.inf, "", math.nan, math.nan, "", "")
+_INF = math.inf
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,25 +117,249 @@ class MonitorOutput:
         self.bars += other.bars
 
 
-class _Bar:
-    """One second of trades: OHLC of prints plus the median-filtered extremes used by checks."""
+_WIDER = {"B": "H", "H": "I", "I": "q"}
 
-    __slots__ = ("close", "high", "low", "mclose", "mhi", "mlo", "n", "notional", "open", "psum",
-                 "sec", "volume")
 
-    def __init__(self, sec: int, p: float, m: float) -> None:
-        self.sec, self.open, self.high, self.low, self.close = sec, p, p, p, p
-        self.mhi = self.mlo = self.mclose = m
-        self.psum, self.n, self.volume, self.notional = 0.0, 0, 0.0, 0.0
+def _push(a: MutableSequence[int], v: int) -> MutableSequence[int]:
+    """Append ``v`` to a compact int array, widened (then made a list) if it does not fit."""
+    try:
+        a.append(v)
+    except OverflowError:
+        wider = _WIDER.get(a.typecode) if isinstance(a, array) else None
+        return _push(array(wider, a) if wider else list(a), v)
+    return a
 
-    def as_tuple(self) -> BarTuple:
-        return (self.sec, self.open, self.high, self.low, self.close, self.volume, self.notional,
-                self.n)
+
+class _Bars:
+    """Closed bars of the reference window, as a deque of at most ``maxlen`` bars: their second
+    (from ``base``), sum and count of filtered prints and, for the newest ones (those still in the
+    velocity window), their filtered high and low."""
+
+    __slots__ = ("base", "hilo", "maxlen", "n", "psum", "sec")
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen, self.base = maxlen, 0
+        self.sec: MutableSequence[int] = array("H")
+        self.n: MutableSequence[int] = array("B")
+        self.psum = array("d")
+        self.hilo = array("d")  # high, low of the newest len(hilo) // 2 bars
+
+    def __len__(self) -> int:
+        return len(self.psum)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.maxlen, self.base, self.sec, self.n, self.psum, self.hilo
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.maxlen, self.base, self.sec, self.n, self.psum, self.hilo = state
+
+    def append(self, sec: int, psum: float, n: int, hi: float, lo: float) -> None:
+        """Append a bar; the oldest goes if the deque is full (as ``deque.append``)."""
+        if not self.psum:
+            self.base = sec
+        elif len(self.psum) == self.maxlen:
+            self.popleft()
+        off = sec - self.base
+        if off > 0xFFFF and self.sec[0]:  # count from the oldest second again
+            shift = self.sec[0]
+            shifted = [x - shift for x in self.sec]
+            self.sec = array(self.sec.typecode, shifted) if isinstance(self.sec, array) \
+                else shifted
+            self.base += shift
+            off -= shift
+        self.sec = _push(self.sec, off)
+        self.n = _push(self.n, n)
+        self.psum.append(psum)
+        self.hilo.append(hi)
+        self.hilo.append(lo)
+
+    def first(self) -> int:
+        return self.sec[0] + self.base
+
+    def popleft(self) -> tuple[float, int]:
+        if len(self.hilo) == 2 * len(self.psum):
+            del self.hilo[:2]
+        psum, n = self.psum[0], self.n[0]
+        del self.sec[0], self.n[0], self.psum[0]
+        return psum, n
+
+    def clear(self) -> None:
+        del self.sec[:], self.n[:], self.psum[:], self.hilo[:]
+
+    def window(self, start: int) -> tuple[float, float]:
+        """Filtered high and low of the bars from second ``start`` on (newest first, as the
+        checks always did); older extremes are dropped, ``start`` never goes back."""
+        hilo = self.hilo
+        keep = 2 * (len(self.sec) - bisect_left(self.sec, start - self.base))
+        if len(hilo) > keep:
+            del hilo[:len(hilo) - keep]
+        return (max(chain((-_INF,), reversed(hilo[0::2]))),
+                min(chain((_INF,), reversed(hilo[1::2]))))
+
+
+_LITTLE = sys.byteorder == "little"
+_HEAD = struct.Struct("<I")
+_ESCAPE = re.compile("\x01(.)", re.DOTALL)
+
+
+def _le(a: array[Any]) -> bytes:
+    if _LITTLE:
+        return a.tobytes()
+    b = array(a.typecode, a)
+    b.byteswap()
+    return b.tobytes()
+
+
+def _from(typecode: str, data: bytes) -> array[Any]:
+    a = array(typecode)
+    a.frombytes(data)
+    if not _LITTLE:
+        a.byteswap()
+    return a
+
+
+def _escape(s: str) -> str:
+    return s.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02")
+
+
+def _unescape(s: str) -> str:
+    return _ESCAPE.sub(lambda m: "\x00" if m[1] == "\x02" else m[1], s)
+
+
+class _Trades:
+    """The trades an alert could still cite, oldest first, in segments (one per batch or part of
+    one). Per segment of ``k`` trades: ``3k`` floats (clocks, prices, quantities) and ``3k``
+    strings (trade ids, buyers, sellers) in ``text``, separated by NUL (escaped with ``\\x01``
+    where they contain one). Every ``_BLOCK`` trades become one zlib block.
+
+    ``size`` is how many trades the plain ``deque(maxlen=recent_trades)`` would hold: the trades
+    kept are the newest of those (the others can be in no alert's window)."""
+
+    __slots__ = ("blocks", "firsts", "floats", "segs", "size", "text")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.blocks: list[bytes] | None = None  # compressed, _BLOCK trades each
+        self.firsts: array[float] | None = None  # clock of each block's first trade
+        self._flat()
+
+    def _flat(self) -> None:
+        self.segs = array("H")  # trades per flat segment
+        self.floats = array("d")
+        self.text = ""
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.size, self.blocks, self.firsts, self.segs, self.floats, self.text
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.size, self.blocks, self.firsts, self.segs, self.floats, self.text = state
+
+    def __len__(self) -> int:
+        return len(self.blocks or ()) * _BLOCK + sum(self.segs)
+
+    def add(self, clocks: list[float], at: int, cols: TradeColumns, lo: int, hi: int) -> None:
+        """Append trades ``lo:hi`` of ``cols`` (their clocks: ``clocks[at:]``)."""
+        held = sum(self.segs)
+        while lo < hi:
+            k = min(hi - lo, _BLOCK - held)
+            self.floats += array("d", clocks[at:at + k] + cols.price[lo:lo + k]
+                                 + cols.qty[lo:lo + k])
+            strings = cols.trade_id[lo:lo + k] + cols.buyer[lo:lo + k] + cols.seller[lo:lo + k]
+            text = "\x00".join(strings)
+            if text.count("\x00") != 3 * k - 1 or "\x01" in text:
+                text = "\x00".join(map(_escape, strings))
+            self.text = f"{self.text}\x00{text}" if self.segs else text
+            self.segs.append(k)
+            held += k
+            lo += k
+            at += k
+            if held == _BLOCK:
+                self._seal()
+                held = 0
+
+    def _seal(self) -> None:
+        """The flat segments (``_BLOCK`` trades) become one compressed block."""
+        payload = (_HEAD.pack(len(self.segs)) + _le(self.segs) + _le(self.floats)
+                   + self.text.encode("utf-8", "surrogatepass"))
+        if self.blocks is None or self.firsts is None:
+            self.blocks, self.firsts = [], array("d")
+        self.blocks.append(zlib.compress(payload, 1))
+        self.firsts.append(self.floats[0])
+        self._flat()
+
+    def prune(self, need: float, keep: int) -> None:
+        """Forget the oldest blocks and segments no alert can cite any more: those beyond the
+        newest ``size`` trades, and those followed by a trade before ``need`` (the earliest
+        window start still possible) and by at least ``keep`` trades (the spike window)."""
+        blocks, firsts, segs, floats = self.blocks, self.firsts, self.segs, self.floats
+        after = len(self)
+        while blocks and firsts:
+            after -= _BLOCK
+            nxt = firsts[1] if len(firsts) > 1 else floats[0] if segs else _INF
+            if not (after >= self.size or (after >= keep and nxt < need)):
+                return
+            del blocks[0], firsts[0]
+        if blocks is not None and not blocks:
+            self.blocks = self.firsts = None
+        dropped = fields = 0
+        while len(segs) > 1:  # the newest segment always stays
+            k = segs[0]
+            after -= k
+            if not (after >= self.size or (after >= keep and floats[3 * (dropped + k)] < need)):
+                break
+            dropped += k
+            fields += 3 * k
+            del segs[0]
+        if dropped:
+            del floats[:3 * dropped]
+            self.text = self.text.split("\x00", fields)[fields]
+
+    def rows(self) -> list[Row]:
+        """Every trade kept, oldest first."""
+        rows: list[Row] = []
+        for blob in self.blocks or ():
+            raw = zlib.decompress(blob)
+            (nseg,) = _HEAD.unpack_from(raw)
+            at = _HEAD.size
+            segs = _from("H", raw[at:at + 2 * nseg])
+            at += 2 * nseg
+            nf = 3 * sum(segs)
+            _segment_rows(rows, segs, _from("d", raw[at:at + 8 * nf]),
+                          raw[at + 8 * nf:].decode("utf-8", "surrogatepass"))
+        _segment_rows(rows, self.segs, self.floats, self.text)
+        return rows
+
+
+def _segment_rows(rows: list[Row], segs: array[int], floats: array[float], text: str) -> None:
+    strings = text.split("\x00")
+    if "\x01" in text:
+        strings = [_unescape(s) for s in strings]
+    f = 0
+    for k in segs:
+        f3 = 3 * f
+        rows += zip(floats[f3:f3 + k], strings[f3:f3 + k], floats[f3 + k:f3 + 2 * k],
+                    floats[f3 + 2 * k:f3 + 3 * k], strings[f3 + k:f3 + 2 * k],
+                    strings[f3 + 2 * k:f3 + 3 * k], strict=True)
+        f += k
+
+
+def _clocks(cols: TradeColumns, lo: int, hi: int, clock: float, ordered: bool) -> list[float]:
+    """The monitor's clock at trades ``lo:hi`` (the newest ``ts`` so far), ``clock`` before."""
+    if ordered:
+        return cols.ts[lo:hi]
+    return list(accumulate(cols.ts[lo:hi], max, initial=clock))[1:]
+
+
+_STATE = ("venue", "instrument", "config", "breaker", "clock", "first_sec", "bar", "_bars",
+          "ref_sum", "ref_n", "_rolls", "var", "nret", "prev_close", "p1", "p2", "_trades",
+          "ref", "sigma", "band", "velocity", "spike", "win_hi", "win_lo", "ready",
+          "_reopen_pending")
 
 
 class MarketMonitor:
     """Velocity, band and spike checks plus the circuit breaker of one (venue, instrument)."""
 
+    __slots__ = _STATE
     name = "market"
     version = "1"
 
@@ -121,15 +369,14 @@ class MarketMonitor:
         self.breaker = CircuitBreaker(instrument, cfg.breaker)
         self.clock = -math.inf
         self.first_sec: int | None = None
-        self.bar: _Bar | None = None
-        self.bars: deque[_Bar] = deque(maxlen=cfg.ref_window_s + 1)
+        self.bar: OpenBar | None = None
+        self._bars: _Bars | None = None  # allocated with the first closed bar
         self.ref_sum, self.ref_n, self._rolls = 0.0, 0, 0
         self.var, self.nret = 0.0, 0
         self.prev_close: tuple[int, float] | None = None
         self.p1: float | None = None
         self.p2: float | None = None
-        self.recent: deque[tuple[float, str, float, float, str, str]] = deque(
-            maxlen=cfg.recent_trades)
+        self._trades: _Trades | None = None  # allocated with the first batch
         # per-second thresholds, set by _roll
         self.ref: float | None = None
         self.sigma = 0.0
@@ -138,58 +385,159 @@ class MarketMonitor:
         self.ready = False
         self._reopen_pending = False
 
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in _STATE)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(_STATE, state, strict=True):
+            setattr(self, k, v)
+
+    @property
+    def bars(self) -> _Bars | tuple[()]:
+        """Closed bars of the reference window (their count: ``len``)."""
+        return self._bars if self._bars is not None else ()
+
+    @property
+    def recent(self) -> list[Row]:
+        """The last trades (at most ``recent_trades``) that an alert could still cite."""
+        tr = self._trades
+        if tr is None:
+            return []
+        rows = tr.rows()
+        return rows[max(0, len(rows) - tr.size):]
+
     # ------------------------------------------------------------------ batch entry point
     def update(self, cols: TradeColumns) -> MonitorOutput:
         """Consume trades in arrival order; batching does not change the result."""
         out = MonitorOutput()
-        br, recent = self.breaker, self.recent
+        ts, prices, qtys = cols.ts, cols.price, cols.qty
+        n = len(ts)
+        if not (n == len(prices) == len(qtys) == len(cols.trade_id) == len(cols.buyer)
+                == len(cols.seller)):
+            raise ValueError("TradeColumns columns differ in length")
+        if not n:
+            return out
+        br = self.breaker
         idle_reset = self.config.idle_reset_s
-        for t, tid, p, q, buyer, seller in zip(cols.ts, cols.trade_id, cols.price, cols.qty,
-                                               cols.buyer, cols.seller, strict=True):
-            if t > self.clock:
-                if t - self.clock >= idle_reset and br.state == TRADING and self.bar is not None:
+        clock = self.clock
+        # trades start: of this batch, remembered at the end (a restart forgets the earlier)
+        start, start_clock, ordered = 0, clock, True
+        trading = br.state == TRADING
+        reopen = self._reopen_pending
+        p1, p2 = self.p1, self.p2
+        ready, ref, band, velocity, spike = self.ready, self.ref, self.band, self.velocity, \
+            self.spike
+        win_hi, win_lo = self.win_hi, self.win_lo
+        bar = self.bar
+        if bar is None:
+            bsec: int | None = None
+            bo = bh = bl = bc = bmh = bml = bmc = bps = bv = bnot = 0.0
+            bn = 0
+        else:
+            bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot = bar
+        i = -1
+        for t, p, q in zip(ts, prices, qtys, strict=True):
+            i += 1
+            if t > clock:
+                if t - clock >= idle_reset and trading and bsec is not None:
+                    self.bar = (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot)
+                    self.clock = clock
                     out.extend(self._restart())
-                    br, recent = self.breaker, self.recent
-                self.clock = t
-            clock = self.clock
+                    br, trading, reopen, bsec = self.breaker, True, False, None
+                    p1 = p2 = ref = None
+                    ready, band, velocity, spike = False, self.band, self.velocity, self.spike
+                    win_hi, win_lo = self.win_hi, self.win_lo
+                    start, start_clock, ordered = i, clock, True
+                clock = t
+            elif t != clock or not t:  # clock stays (late trade), or ±0 could differ
+                ordered = False
             sec = int(clock)
             # resume first, as the global clock would have: the same order either way
-            if br.state != TRADING and clock >= br.resume_at:  # type: ignore[operator]
+            if not trading and clock >= br.resume_at:  # type: ignore[operator]
                 self._resume(clock, out)
-            bar = self.bar
-            if bar is None or sec != bar.sec:
-                self._roll(sec, out)
-            if self._reopen_pending:
+                trading, reopen = br.state == TRADING, self._reopen_pending
+            if sec != bsec:
+                self.p1, self.p2 = p1, p2
+                self._roll(sec, out, None if bsec is None else
+                           (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot))
+                bsec = None
+                p1, p2, ready, ref = self.p1, self.p2, self.ready, self.ref
+                band, velocity, spike = self.band, self.velocity, self.spike
+                win_hi, win_lo = self.win_hi, self.win_lo
+            if reopen:
                 self._reopen()
-            p1, p2 = self.p1, self.p2
+                reopen = False
+                p1 = p2 = ref = None
+                win_hi, win_lo = -_INF, _INF
             if p1 is None or p2 is None:
                 m = p
-                self.p2 = p
-            else:  # median of the last three prints
-                m = max(min(p1, p2), min(max(p1, p2), p))
-                self.p2 = p1
-            self.p1 = p
-            bar = self.bar
-            if bar is None or bar.sec != sec:
-                bar = self.bar = _Bar(sec, p, m)
+                p2 = p
+            else:  # median of the last three prints: max(min(p1, p2), min(max(p1, p2), p))
+                lo12, hi12 = (p2 if p2 < p1 else p1), (p2 if p2 > p1 else p1)
+                x = p if p < hi12 else hi12
+                m = x if x > lo12 else lo12
+                p2 = p1
+            p1 = p
+            if bsec is None:
+                bsec, bo, bh, bl, bc, bmh, bml, bmc = sec, p, p, p, p, m, m, m
+                bps, bn, bv, bnot = 0.0 + m, 1, 0.0 + q, 0.0 + p * q
             else:
-                bar.high, bar.low, bar.close = max(bar.high, p), min(bar.low, p), p
-                bar.mhi, bar.mlo = max(bar.mhi, m), min(bar.mlo, m)
-                bar.mclose = m
-            bar.psum += m  # a mean of filtered prints: one stray print cannot move it
-            bar.n += 1
-            bar.volume += q
-            bar.notional += p * q
-            recent.append((clock, tid, p, q, buyer, seller))
-            if not self.ready:
+                if p > bh:
+                    bh = p
+                if p < bl:
+                    bl = p
+                bc = p
+                if m > bmh:
+                    bmh = m
+                if m < bml:
+                    bml = m
+                bmc = m
+                bps += m  # a mean of filtered prints: one stray print cannot move it
+                bn += 1
+                bv += q
+                bnot += p * q
+            if not ready:
                 continue
-            if br.state == TRADING:
-                self._check(clock, m, tid, bar, out)
+            if trading:
+                hi = bmh if bmh > win_hi else win_hi
+                lo = bml if bml < win_lo else win_lo
+                down, up = 1.0 - m / hi, m / lo - 1.0
+                dev = m / ref - 1.0 if ref else 0.0
+                adev = abs(dev)
+                if not (band and velocity):  # degenerate thresholds: the severity below
+                    ratio = max(adev / band, max(down, up) / velocity)  # raises, as always
+                if adev >= spike or down >= velocity or up >= velocity or (
+                        adev > band and self._limit(clock, dev)):
+                    # one severity for every trigger, so a bigger move never scores lower
+                    ratio = max(adev / band, max(down, up) / velocity)
+                    pend = (cols, start, i + 1, start_clock, ordered)
+                    if adev >= spike:
+                        self._trip("SPIKE", clock, cols.trade_id[i], adev, spike, dev, out,
+                                   pend, ref=ref, ratio=ratio)
+                    elif down >= velocity or up >= velocity:
+                        move = -down if down >= up else up
+                        self._trip("VELOCITY", clock, cols.trade_id[i], abs(move), velocity,
+                                   move, out, pend, ref=ref, ratio=ratio,
+                                   extra={"window_high": hi, "window_low": lo})
+                    else:
+                        self._trip("LUDP", clock, cols.trade_id[i], adev, band, dev, out, pend,
+                                   ref=ref, ratio=ratio,
+                                   extra={"limit_state_since": br.limit_since})
+                    trading = False
+                elif br.limit_since is not None and not adev > band:
+                    br.exit_limit()
             elif br.state == PAUSED and br.reference_price:
                 dev = m / br.reference_price - 1.0
-                if abs(dev) >= self.spike:
-                    self._trip("SPIKE", clock, tid, abs(dev), self.spike, dev, out,
-                               ref=br.reference_price, ratio=abs(dev) / self.band)
+                if abs(dev) >= spike:
+                    self._trip("SPIKE", clock, cols.trade_id[i], abs(dev), spike, dev, out,
+                               (cols, start, i + 1, start_clock, ordered),
+                               ref=br.reference_price, ratio=abs(dev) / band)
+        self.clock = clock
+        self.bar = None if bsec is None else (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv,
+                                              bnot)
+        self.p1, self.p2 = p1, p2
+        self._reopen_pending = reopen
+        self._remember(cols, start, start_clock, ordered)
         return out
 
     def advance(self, clock: float) -> MonitorOutput:
@@ -203,9 +551,11 @@ class MarketMonitor:
     def flush(self) -> MonitorOutput:
         """End of input: emit the open bar (it will not be emitted again)."""
         out = MonitorOutput()
-        if self.bar is not None:
-            out.bars.append(self.bar.as_tuple())
-            self.bars.append(self.bar)
+        b = self.bar
+        if b is not None:
+            sec, o, h, lo, c, mhi, mlo, _, psum, n, volume, notional = b
+            out.bars.append((sec, o, h, lo, c, volume, notional, n))
+            self._bar_ring().append(sec, psum, n, mhi, mlo)
             self.bar = None
         return out
 
@@ -222,55 +572,45 @@ class MarketMonitor:
         return out
 
     # ------------------------------------------------------------------ internals
-    def _check(self, clock: float, m: float, tid: str, bar: _Bar, out: MonitorOutput) -> None:
-        hi = max(self.win_hi, bar.mhi)
-        lo = min(self.win_lo, bar.mlo)
-        down, up = 1.0 - m / hi, m / lo - 1.0
-        ref = self.ref
-        dev = m / ref - 1.0 if ref else 0.0
+    def _limit(self, clock: float, dev: float) -> bool:
+        """Outside the band: open (or keep) the limit state; True once it has lasted."""
         br = self.breaker
-        # one severity for every trigger, so a bigger move never scores lower
-        ratio = max(abs(dev) / self.band, max(down, up) / self.velocity)
-        if abs(dev) >= self.spike:
-            self._trip("SPIKE", clock, tid, abs(dev), self.spike, dev, out, ref=ref, ratio=ratio)
-        elif down >= self.velocity or up >= self.velocity:
-            move = -down if down >= up else up
-            self._trip("VELOCITY", clock, tid, abs(move), self.velocity, move, out, ref=ref,
-                       ratio=ratio, extra={"window_high": hi, "window_low": lo})
-        elif abs(dev) > self.band:
-            br.enter_limit(clock, 1 if dev > 0 else -1)
-            if br.limit_expired(clock):
-                self._trip("LUDP", clock, tid, abs(dev), self.band, dev, out, ref=ref,
-                           ratio=ratio, extra={"limit_state_since": br.limit_since})
-        elif br.limit_since is not None:
-            br.exit_limit()
+        br.enter_limit(clock, 1 if dev > 0 else -1)
+        return br.limit_expired(clock)
 
-    def _roll(self, sec: int, out: MonitorOutput) -> None:
+    def _bar_ring(self) -> _Bars:
+        bars = self._bars
+        if bars is None:
+            bars = self._bars = _Bars(self.config.ref_window_s + 1)
+        return bars
+
+    def _roll(self, sec: int, out: MonitorOutput, b: OpenBar | None) -> None:
         """A new second starts: close the previous bar, learn from it, set this second's limits."""
-        cfg, b = self.config, self.bar
+        cfg = self.config
         if self.first_sec is None:
             self.first_sec = sec
+        bars = self._bars
         if b is not None:
-            out.bars.append(b.as_tuple())
-            if len(self.bars) == self.bars.maxlen:
-                old = self.bars[0]
-                self.ref_sum -= old.psum
-                self.ref_n -= old.n
-            self.bars.append(b)
-            self.ref_sum += b.psum
-            self.ref_n += b.n
-            self._learn(b, learn=self.breaker.trading and self.breaker.limit_since is None)
-            self.bar = None
+            bsec, o, h, lo, c, mhi, mlo, mclose, psum, n, volume, notional = b
+            out.bars.append((bsec, o, h, lo, c, volume, notional, n))
+            bars = self._bar_ring()
+            if len(bars) == bars.maxlen:
+                self.ref_sum -= bars.psum[0]
+                self.ref_n -= bars.n[0]
+            bars.append(bsec, psum, n, mhi, mlo)
+            self.ref_sum += psum
+            self.ref_n += n
+            self._learn(bsec, mclose,
+                        learn=self.breaker.trading and self.breaker.limit_since is None)
         horizon = sec - cfg.ref_window_s
-        bars = self.bars
-        while bars and bars[0].sec < horizon:
-            old = bars.popleft()
-            self.ref_sum -= old.psum
-            self.ref_n -= old.n
+        while bars and bars.first() < horizon:
+            old_psum, old_n = bars.popleft()
+            self.ref_sum -= old_psum
+            self.ref_n -= old_n
         self._rolls += 1
         if self._rolls % 1024 == 0:  # wash out floating-point drift of the running sums
-            self.ref_sum = math.fsum(x.psum for x in bars)
-            self.ref_n = sum(x.n for x in bars)
+            self.ref_sum = math.fsum(bars.psum if bars else ())
+            self.ref_n = sum(bars.n if bars else ())
         if self.ref_n > 0:
             self.ref = self.ref_sum / self.ref_n
         else:  # nothing traded in the reference window: the market is waking up, judge afresh
@@ -282,26 +622,22 @@ class MarketMonitor:
         self.velocity = min(cfg.velocity_cap, max(
             cfg.velocity_floor, cfg.velocity_k * sigma * math.sqrt(cfg.velocity_window_s)))
         self.spike = min(cfg.spike_cap, max(cfg.spike_floor, cfg.spike_mult * self.band))
-        hi, lo, start = -math.inf, math.inf, sec - cfg.velocity_window_s
-        for x in reversed(bars):
-            if x.sec < start:
-                break
-            hi, lo = max(hi, x.mhi), min(lo, x.mlo)
-        self.win_hi, self.win_lo = hi, lo
+        self.win_hi, self.win_lo = (bars.window(sec - cfg.velocity_window_s) if bars
+                                    else (-_INF, _INF))
         self.ready = (self.nret >= cfg.warmup_returns and sec - self.first_sec >= cfg.warmup_s)
 
-    def _learn(self, b: _Bar, *, learn: bool) -> None:
+    def _learn(self, sec: int, mclose: float, *, learn: bool) -> None:
         """EWMA of squared one-second log returns of the filtered close, clipped once warm.
 
         Nothing is learnt while the instrument is in a limit state, paused or halted: the
         baseline must not absorb the very moves it flags.
         """
         cfg, prev = self.config, self.prev_close
-        self.prev_close = (b.sec, b.mclose)
+        self.prev_close = (sec, mclose)
         if prev is None or not learn:
             return
-        gap = min(float(b.sec - prev[0]), cfg.max_gap_s)
-        r = math.log(b.mclose / prev[1])
+        gap = min(float(sec - prev[0]), cfg.max_gap_s)
+        r = math.log(mclose / prev[1])
         sample = r * r / gap
         if self.nret < cfg.warmup_returns:
             self.var += (sample - self.var) / (self.nret + 1)
@@ -322,20 +658,60 @@ class MarketMonitor:
     def _reopen(self) -> None:
         """LULD: the reopening trades become the new reference; the velocity window restarts."""
         self._reopen_pending = False
-        self.bars.clear()
+        if self._bars is not None:
+            self._bars.clear()
         self.ref_sum, self.ref_n, self.ref = 0.0, 0, None
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.p1 = self.p2 = None
 
+    def _remember(self, cols: TradeColumns, start: int, clock: float, ordered: bool) -> None:
+        """End of a batch: keep its trades from ``start`` on that an alert could still cite."""
+        n = len(cols.ts) - start
+        if n <= 0:
+            return
+        cfg = self.config
+        tr = self._trades
+        if tr is None:
+            tr = self._trades = _Trades()
+        tr.size = min(tr.size + n, cfg.recent_trades)
+        clocks = _clocks(cols, start, len(cols.ts), clock, ordered)
+        # the earliest window start still possible: the velocity window or the limit state
+        need = self.clock - cfg.velocity_window_s
+        since = self.breaker.limit_since
+        if since is not None and since < need:
+            need = since
+        keep = cfg.evidence_trades * 5 + 1  # the spike window and the print before it
+        # trades before `skip` (and all kept so far) are in no window and precede none
+        skip = max(min(bisect_left(clocks, need) - 1, n - keep), n - cfg.recent_trades, 0)
+        if skip:  # the earlier trades are beyond the window too
+            size, tr = tr.size, _Trades()
+            tr.size, self._trades = size, tr
+        tr.add(clocks, skip, cols, start + skip, len(cols.ts))
+        tr.prune(need, keep)
+
+    def _recent(self, pend: tuple[TradeColumns, int, int, float, bool]) -> list[Row]:
+        """The trades the plain ``deque(maxlen=recent_trades)`` would hold now (while batch
+        trades ``start:stop`` of ``cols`` are judged); ``_GONE`` for those no alert can cite."""
+        cols, start, stop, clock, ordered = pend
+        tr = self._trades
+        rows = tr.rows() if tr is not None else []
+        size = min((tr.size if tr is not None else 0) + stop - start, self.config.recent_trades)
+        rows += zip(_clocks(cols, start, stop, clock, ordered), cols.trade_id[start:stop],
+                    cols.price[start:stop], cols.qty[start:stop], cols.buyer[start:stop],
+                    cols.seller[start:stop], strict=True)
+        if len(rows) >= size:
+            return rows[len(rows) - size:]
+        return [_GONE] * (size - len(rows)) + rows
+
     def _trip(self, reason: str, clock: float, tid: str, measure: float, threshold: float,
-              move: float, out: MonitorOutput, *, ref: float | None, ratio: float,
-              extra: dict[str, Any] | None = None) -> None:
+              move: float, out: MonitorOutput, pend: tuple[TradeColumns, int, int, float, bool],
+              *, ref: float | None, ratio: float, extra: dict[str, Any] | None = None) -> None:
         cfg = self.config
         kind = "flash_crash" if move < 0 else "price_spike"
         since = {"VELOCITY": clock - cfg.velocity_window_s}.get(reason)
         if reason == "LUDP" and extra:
             since = extra["limit_state_since"]
-        recent = list(self.recent)
+        recent = self._recent(pend)
         first = next((i for i, r in enumerate(recent) if since is None or r[0] >= since),
                      len(recent) - 1)
         if reason == "SPIKE" and since is None:

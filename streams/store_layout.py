@@ -4,7 +4,8 @@
 schema in :data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.5, §3.6, bars,
 stage-2 structure metrics) to a row. A record is identified by its :data:`KEYS`. Files starting
 with ``.`` are being written; a part with a ``<name>.merged`` tombstone beside it was merged
-into a newer part and is about to be deleted. :func:`part_files` applies these rules, so readers need no more.
+into a newer part and is about to be deleted. :func:`part_files` applies these rules, so readers
+need no more.
 """
 
 from __future__ import annotations
