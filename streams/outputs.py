@@ -14,7 +14,7 @@ then rolls its state back to its last checkpoint instead of moving on (see :mod:
 ...           low=1.0, close=1.0, volume=1.0, notional=1.0, trades=1)
 >>> recs = to_records(Settings(), EngineOutput(bars=[bar] * 1000), max_message_bytes=20_000)
 >>> len(recs), max(len(v) for _, _, v in recs) <= 20_000
-(10, True)
+(8, True)
 """
 
 from __future__ import annotations
