@@ -33,8 +33,12 @@ log = logging.getLogger("surveil.worker")
 
 
 def run_worker(settings: Settings, *, engine: Surveillance | None = None,
-               sink: Sink | None = None) -> int:
-    """Run the worker until SIGINT or SIGTERM (then checkpoint and stop); return an exit code."""
+               sink: Sink | None = None, stages: str = "both") -> int:
+    """Run the worker until SIGINT or SIGTERM (then checkpoint and stop); return an exit code.
+
+    ``stages``: ``"1"`` (per partition of ``trades``), ``"2"`` (venue-wide) or ``"both"``. The
+    stages share nothing but Kafka; running them as two processes puts them on two cores.
+    """
     (settings.data_dir).mkdir(parents=True, exist_ok=True)
 
     async def main() -> int:
@@ -46,8 +50,11 @@ def run_worker(settings: Settings, *, engine: Surveillance | None = None,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(worker.run(stop), name="stage-1"),
-                 asyncio.create_task(venue.run(stop), name="stage-2")]
+        tasks = []
+        if stages in ("1", "both"):
+            tasks.append(asyncio.create_task(worker.run(stop), name="stage-1"))
+        if stages in ("2", "both"):
+            tasks.append(asyncio.create_task(venue.run(stop), name="stage-2"))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         code = 0

@@ -51,6 +51,14 @@ class RecentIds:
         self._prune()
         return True
 
+    def settle(self, newest: float) -> None:
+        """Prune after ids were added directly to ``stamps``/``order`` (the engine's hot loop
+        does so and calls this once per batch, so the bound may be passed by one batch);
+        ``newest`` is the latest ts among them."""
+        if newest > self.newest:
+            self.newest = newest
+        self._prune()
+
     def seen(self, venue: str, trade_id: str) -> bool:
         return (venue, trade_id) in self.stamps
 

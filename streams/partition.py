@@ -84,7 +84,7 @@ class EngineConfig:
     max_venues: int = 1_000
     #: Default: the monitors' own ``idle_reset_s`` (evicting then cannot change any result).
     idle_evict_s: float | None = None
-    dedup_capacity: int = 200_000
+    dedup_capacity: int = 100_000
     summaries: bool = True
 
 
@@ -145,21 +145,35 @@ class PartitionState:
         wall_limit = wall + cfg.wall_future_s if cfg.wall_future_s is not None else INF
         max_future, lateness, quorum = cfg.max_future_s, cfg.allowed_lateness_s, cfg.clock_quorum
         slots, clocks, seen = self.slots, self.clocks, self.seen
+        stamps, order = seen.stamps, seen.order
         duplicates = 0
         self._refused = 0
         self._full = False
+        # the trades of one message are usually of one instrument: keep the last lookups
+        last_venue: str | None = None
+        last_key: Key | None = None
+        vc: VenueClock | None = None
+        slot: Slot | None = None
+        g: list[list[Any]] | None = None
+        newest = -INF
         for i, tr in enumerate(trades):
             ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
             venue = tr.venue
+            if venue != last_venue or vc is None:
+                vc = clocks.get(venue)
+                if vc is None:
+                    if len(clocks) >= cfg.max_venues:
+                        self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues "
+                                     f"in partition {self.partition}", tr, sources, i)
+                        continue
+                    vc = clocks[venue] = VenueClock(wall=wall)
+                vc.wall = wall
+                last_venue, last_key = venue, None
             key = (venue, tr.instrument)
-            vc = clocks.get(venue)
-            if vc is None:
-                if len(clocks) >= cfg.max_venues:
-                    self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues in "
-                                 f"partition {self.partition}", tr, sources, i)
-                    continue
-                vc = clocks[venue] = VenueClock(wall=wall)
-            slot = slots.get(key)
+            if key != last_key:
+                slot = slots.get(key)
+                g = groups.get(key)
+                last_key = key
             own = slot.clock if slot is not None else -INF
             ref = vc.clock if vc.clock > own else own
             if ts > wall_limit or (ref > -INF and ts > ref + max_future):
@@ -173,7 +187,8 @@ class PartitionState:
                              f"instrument's clock (allowed lateness {lateness:g} s)", tr,
                              sources, i)
                 continue
-            if not seen.add(venue, tr.trade_id, ts):
+            ident = (venue, tr.trade_id)
+            if ident in stamps:
                 duplicates += 1
                 continue
             if slot is None:
@@ -182,8 +197,12 @@ class PartitionState:
                     self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
                                  f"partition {self.partition} are all warm and active",
                                  tr, sources, i)
+                    last_key = None
                     continue
-            vc.wall = wall
+            stamps[ident] = ts
+            order.append(ident)
+            if ts > newest:
+                newest = ts
             slot.n += 1
             if ts > slot.clock:
                 slot.clock = ts
@@ -192,7 +211,6 @@ class PartitionState:
                     self.newcomers.pop(key, None)
                 if ts > vc.clock:
                     vc.clock = ts
-            g = groups.get(key)
             if g is None:
                 g = groups[key] = [[], [], [], [], [], []]
             g[0].append(ts)
@@ -201,6 +219,7 @@ class PartitionState:
             g[3].append(tr.qty)
             g[4].append(tr.buyer)
             g[5].append(tr.seller)
+        seen.settle(newest)
         self._count("duplicates", duplicates)
         if self._refused > DLQ_CAPACITY_PER_BATCH:
             extra = self._refused - DLQ_CAPACITY_PER_BATCH

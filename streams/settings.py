@@ -46,7 +46,7 @@ class Settings:
     #: ``max.request.size`` is 1 MB).
     max_message_bytes: int = 1_000_000
     #: Wall-clock seconds between checkpoints of each partition's engine state.
-    checkpoint_interval_s: float = 5.0
+    checkpoint_interval_s: float = 10.0
     #: HMAC key for checkpoints (default: ``<data_dir>/checkpoint.key``, made on first use).
     checkpoint_key: str = ""
     #: Event-time rules (see :mod:`streams.partition`): how far ahead of the venue clock (and

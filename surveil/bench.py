@@ -2,11 +2,13 @@
 
 One run, one tape, one message format (JSON arrays of ``--batch`` trades, key = instrument):
 
-1. **ceiling** — a bare aiokafka consumer (the client Faust uses) reads the whole tape back and
+1. **ceiling** — a bare aiokafka consumer (the client the worker uses) reads the whole tape back and
    decodes it with the same decoder the worker uses; nothing else.
-2. **pipeline** — a real ``surveil worker`` process consumes the same backlog with every detector
-   on. Its progress is read from the ``bars`` it publishes (each bar counts its trades), so the
-   figure is trades judged per second between its first and its last output.
+2. **pipeline** — real ``surveil worker`` processes (stage 1, and stage 2 beside it, as
+   ``surveil up`` would split them over the two cores) consume the same backlog with every
+   detector on, checkpoints and confirmed delivery included. Progress is read from the
+   ``bars`` stage 1 publishes (each bar counts its trades), so the figure is trades judged per
+   second between its first and its last output.
 3. **latency** — with the worker caught up, a paced feed with planted crashes and spikes is
    published; for every halt, latency = the halt's ``emitted_at`` minus the moment the message
    holding its trigger trade was handed to the producer.
@@ -111,6 +113,7 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
                         data_dir=work, session_timeout_s=6)
     topics = settings.topics
     worker: subprocess.Popen[bytes] | None = None
+    venue: subprocess.Popen[bytes] | None = None
     try:
         ensure_topics(settings.brokers, topics.all())
         insts = _instruments(instruments)
@@ -143,8 +146,10 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
                "SURVEIL_TOPIC_PREFIX": settings.topic_prefix, "SURVEIL_SESSION_TIMEOUT_S": "6"}
         with (work / "worker.log").open("wb") as log:  # the child keeps its own copy
-            worker = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT)
+            worker = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker", "--stage",
+                                       "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            venue = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker", "--stage",
+                                      "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
         first_t = last_t = None
         counted = after_first = 0
         deadline = time.monotonic() + 120 + n_trades / 5_000
@@ -168,12 +173,13 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
 
         latencies = _latency(settings, feed, insts, latency_s, echo)
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for proc in (worker, venue):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         broker.stop()
     p50 = float(np.percentile(latencies, 50)) if latencies else None
     p99 = float(np.percentile(latencies, 99)) if latencies else None

@@ -123,15 +123,18 @@ def broker(ctx: click.Context, port: int, partitions: int) -> None:
 @cli.command()
 @click.option("--partitions", type=int, help="Partitions for topics this command creates.")
 @click.option("--session-timeout", type=float, help="Consumer-group session timeout (s).")
+@click.option("--stage", type=click.Choice(["1", "2", "both"]), default="both",
+              show_default=True, help="1 = per partition of trades, 2 = venue-wide.")
 @click.pass_context
-def worker(ctx: click.Context, partitions: int | None, session_timeout: float | None) -> None:
+def worker(ctx: click.Context, partitions: int | None, session_timeout: float | None,
+           stage: str) -> None:
     """Run a worker: trades in; alerts, halts, bars, summaries and dead letters out."""
     from streams.app import run_worker
     from streams.topics import ensure_topics
 
     settings = _settings(ctx, partitions=partitions, session_timeout_s=session_timeout)
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
-    sys.exit(run_worker(settings))
+    sys.exit(run_worker(settings, stages=stage))
 
 
 @cli.command()

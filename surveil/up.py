@@ -45,7 +45,8 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: f
            "SURVEIL_TOPIC_PREFIX": settings.topic_prefix,
            "SURVEIL_DATA_DIR": str(settings.data_dir.resolve())}
     procs = {
-        "worker": _spawn(["worker"], env, logs / "worker.log"),
+        "worker": _spawn(["worker", "--stage", "1"], env, logs / "worker.log"),
+        "venue": _spawn(["worker", "--stage", "2"], env, logs / "venue.log"),
         "store": _spawn(["store"], env, logs / "store.log"),
         "exchange": _spawn(["exchange", "--crash-every", str(crash_every)], env,
                            logs / "exchange.log"),
