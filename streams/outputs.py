@@ -110,8 +110,16 @@ class KafkaSink:
         self.producer = producer
 
     async def submit(self, records: Sequence[Record]) -> Awaitable[None]:
-        futures = [await self.producer.send(topic, value, key=key)
-                   for topic, key, value in records]
+        from aiokafka.errors import KafkaError
+
+        futures = []
+        try:
+            for topic, key, value in records:
+                futures.append(await self.producer.send(topic, value, key=key))
+        except KafkaError as exc:  # e.g. the buffer stayed full while the broker was away
+            for f in futures:
+                f.cancel()
+            raise DeliveryError(f"could not hand {len(records)} records over: {exc!r}") from exc
         return _confirm(futures, len(records))
 
     async def deliver(self, records: Sequence[Record]) -> None:

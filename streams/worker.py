@@ -163,7 +163,13 @@ class Worker:
         # handed over in order now, confirmed in the background: the next batch is judged
         # while this one's acknowledgements come back; nothing is checkpointed (so no offset
         # is committed) before they have all come back
-        confirm = await self.sink.submit(to_records(self.settings, out, rejected))
+        try:
+            confirm = await self.sink.submit(to_records(self.settings, out, rejected))
+        except DeliveryError as exc:
+            log.warning("partition %d: results not handed over (%s); rolling back to the last "
+                        "checkpoint", p, exc)
+            await self._rollback(p)
+            return
         self.inflight.setdefault(p, []).append(asyncio.ensure_future(confirm))
         if len(self.inflight[p]) > 8:
             await self._settle(p)
