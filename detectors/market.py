@@ -22,10 +22,10 @@ market waking up after a gap) skips band checks instead of judging against a sta
 
 State is bounded and compact (the engine keeps thousands of monitors and checkpoints them): per
 closed second of the reference window only what the checks read again (second, sum and count of
-filtered prints, filtered extremes while in the velocity window), and of the last
-``recent_trades`` trades only those an alert could still cite (its window: the velocity window,
-the limit state, the last ``5 · evidence_trades`` trades), stored per batch as flat columns and,
-past ``_BLOCK`` trades, as zlib-compressed blocks. Both are allocated with the first bar or batch.
+filtered prints; filtered extremes while in the velocity window), and of the last
+``recent_trades`` trades only those an alert could still cite (those of its window: the velocity
+window, the limit state, the last ``5 · evidence_trades`` trades), as flat columns and, every
+``_BLOCK`` trades, one zlib-compressed block. Both are allocated with the first bar or batch.
 
 >>> m = MarketMonitor("v", "GPU", MarketConfig(warmup_s=10, warmup_returns=5))
 >>> calm = TradeColumns.from_rows("v", "GPU", [(float(t), f"t{t}", 2.0 + 0.001 * (t % 3), 1.0,
@@ -69,7 +69,7 @@ Row = tuple[float, str, float, float, str, str]
 OpenBar = tuple[int, float, float, float, float, float, float, float, float, int, float, float]
 
 #: Trades per compressed block of remembered trades (fewer stay as flat columns).
-_BLOCK = 64
+_BLOCK = 48
 #: Stands for a trade the full ``recent_trades`` window would still hold but no alert can cite.
 _GONE: Row = (-math.inf, "", math.nan, math.nan, "", "")
 _INF = math.inf
@@ -131,14 +131,14 @@ def _push(a: MutableSequence[int], v: int) -> MutableSequence[int]:
 
 
 class _Bars:
-    """Closed bars of the reference window, as a deque of at most ``maxlen`` bars: their second
-    (from ``base``), sum and count of filtered prints and, for the newest ones (those still in the
-    velocity window), their filtered high and low."""
+    """Closed bars of the reference window, a deque of at most ``maxlen`` bars (the caller says
+    how many with each bar): their second (from ``base``), sum and count of filtered prints and,
+    for the newest (those still in the velocity window), their filtered high and low."""
 
-    __slots__ = ("base", "hilo", "maxlen", "n", "psum", "sec")
+    __slots__ = ("base", "hilo", "n", "psum", "sec")
 
-    def __init__(self, maxlen: int) -> None:
-        self.maxlen, self.base = maxlen, 0
+    def __init__(self) -> None:
+        self.base = 0
         self.sec: MutableSequence[int] = array("H")
         self.n: MutableSequence[int] = array("B")
         self.psum = array("d")
@@ -148,17 +148,17 @@ class _Bars:
         return len(self.psum)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.maxlen, self.base, self.sec, self.n, self.psum, self.hilo
+        return self.base, self.sec, self.n, self.psum, self.hilo
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.maxlen, self.base, self.sec, self.n, self.psum, self.hilo = state
+        self.base, self.sec, self.n, self.psum, self.hilo = state
 
-    def append(self, sec: int, psum: float, n: int, hi: float, lo: float) -> None:
+    def append(self, sec: int, psum: float, n: int, hi: float, lo: float, maxlen: int) -> None:
         """Append a bar; the oldest goes if the deque is full (as ``deque.append``)."""
+        if len(self.psum) == maxlen:
+            self.popleft()
         if not self.psum:
             self.base = sec
-        elif len(self.psum) == self.maxlen:
-            self.popleft()
         off = sec - self.base
         if off > 0xFFFF and self.sec[0]:  # count from the oldest second again
             shift = self.sec[0]
@@ -167,6 +167,14 @@ class _Bars:
                 else shifted
             self.base += shift
             off -= shift
+        secs, counts = self.sec, self.n
+        if (len(self.psum) < 8 and isinstance(secs, array) and isinstance(counts, array)
+                and off <= 0xFFFF and n <= 0xFF):  # a young ring: no spare room
+            self.sec = secs + array(secs.typecode, (off,))
+            self.n = counts + array(counts.typecode, (n,))
+            self.psum = self.psum + array("d", (psum,))
+            self.hilo = self.hilo + array("d", (hi, lo))
+            return
         self.sec = _push(self.sec, off)
         self.n = _push(self.n, n)
         self.psum.append(psum)
@@ -197,8 +205,9 @@ class _Bars:
                 min(chain((_INF,), reversed(hilo[1::2]))))
 
 
+_ZERO = array("d", (0.0,))
 _LITTLE = sys.byteorder == "little"
-_HEAD = struct.Struct("<I")
+_FIRST = struct.Struct("<d")
 _ESCAPE = re.compile("\x01(.)", re.DOTALL)
 
 
@@ -218,6 +227,12 @@ def _from(typecode: str, data: bytes) -> array[Any]:
     return a
 
 
+def _deflate(data: bytes) -> bytes:
+    """Raw deflate, level 1, with a small state (4 KB window: about a block's size)."""
+    z = zlib.compressobj(1, zlib.DEFLATED, -12, 5)
+    return z.compress(data) + z.flush()
+
+
 def _escape(s: str) -> str:
     return s.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02")
 
@@ -227,120 +242,144 @@ def _unescape(s: str) -> str:
 
 
 class _Trades:
-    """The trades an alert could still cite, oldest first, in segments (one per batch or part of
-    one). Per segment of ``k`` trades: ``3k`` floats (clocks, prices, quantities) and ``3k``
-    strings (trade ids, buyers, sellers) in ``text``, separated by NUL (escaped with ``\\x01``
-    where they contain one). Every ``_BLOCK`` trades become one zlib block.
+    """The trades an alert could still cite, oldest first.
+
+    The newest (fewer than ``block``) are flat: ``floats`` holds clock, price and quantity of
+    each, ``text`` its trade id, buyer and seller, NUL-separated (escaped with ``\x01`` where they
+    contain one). Every ``block`` trades become one block of ``blob``: the clock of its first
+    trade, then the raw-deflated columns (clocks byte-shuffled, prices, quantities, ids, buyers,
+    sellers); ``ends`` holds where each block ends.
 
     ``size`` is how many trades the plain ``deque(maxlen=recent_trades)`` would hold: the trades
     kept are the newest of those (the others can be in no alert's window)."""
 
-    __slots__ = ("blocks", "firsts", "floats", "segs", "size", "text")
+    __slots__ = ("blob", "block", "ends", "floats", "held", "size", "text")
 
-    def __init__(self) -> None:
-        self.size = 0
-        self.blocks: list[bytes] | None = None  # compressed, _BLOCK trades each
-        self.firsts: array[float] | None = None  # clock of each block's first trade
-        self._flat()
-
-    def _flat(self) -> None:
-        self.segs = array("H")  # trades per flat segment
+    def __init__(self, size: int = 0) -> None:
+        self.size, self.block = size, _BLOCK
+        self.blob = b""
+        self.ends: array[int] | None = None  # allocated with the first block
+        self.held = 0  # flat trades
         self.floats = array("d")
         self.text = ""
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.size, self.blocks, self.firsts, self.segs, self.floats, self.text
+        return self.size, self.block, self.blob, self.ends, self.held, self.floats, self.text
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.size, self.blocks, self.firsts, self.segs, self.floats, self.text = state
+        self.size, self.block, self.blob, self.ends, self.held, self.floats, self.text = state
 
     def __len__(self) -> int:
-        return len(self.blocks or ()) * _BLOCK + sum(self.segs)
+        return len(self.ends or ()) * self.block + self.held
 
-    def add(self, clocks: list[float], at: int, cols: TradeColumns, lo: int, hi: int) -> None:
-        """Append trades ``lo:hi`` of ``cols`` (their clocks: ``clocks[at:]``)."""
-        held = sum(self.segs)
+    def add(self, clocks: list[float], at: int, cols: TradeColumns, lo: int, hi: int) -> bool:
+        """Append trades ``lo:hi`` of ``cols`` (their clocks: ``clocks[at:]``); True if that
+        filled a block."""
+        held, sealed, block = self.held, False, self.block
+        if hi - lo == 1 and held < block - 1:  # one trade (a small live batch): the short way
+            self.floats += array("d", (clocks[at], cols.price[lo], cols.qty[lo]))
+            text = f"{cols.trade_id[lo]}\x00{cols.buyer[lo]}\x00{cols.seller[lo]}"
+            if text.count("\x00") != 2 or "\x01" in text:
+                text = "\x00".join(map(_escape, (cols.trade_id[lo], cols.buyer[lo],
+                                                 cols.seller[lo])))
+            self.text = f"{self.text}\x00{text}" if held else text
+            self.held = held + 1
+            return False
         while lo < hi:
-            k = min(hi - lo, _BLOCK - held)
-            self.floats += array("d", clocks[at:at + k] + cols.price[lo:lo + k]
-                                 + cols.qty[lo:lo + k])
-            strings = cols.trade_id[lo:lo + k] + cols.buyer[lo:lo + k] + cols.seller[lo:lo + k]
+            k = min(hi - lo, block - held)
+            end = lo + k
+            floats = _ZERO * (3 * k)  # interleaved: clock, price, quantity, ...
+            floats[0::3] = array("d", clocks[at:at + k])
+            floats[1::3] = array("d", cols.price[lo:end])
+            floats[2::3] = array("d", cols.qty[lo:end])
+            self.floats = self.floats + floats if held else floats  # (no spare capacity)
+            strings: list[str] = [""] * (3 * k)
+            strings[0::3] = cols.trade_id[lo:end]
+            strings[1::3] = cols.buyer[lo:end]
+            strings[2::3] = cols.seller[lo:end]
             text = "\x00".join(strings)
             if text.count("\x00") != 3 * k - 1 or "\x01" in text:
                 text = "\x00".join(map(_escape, strings))
-            self.text = f"{self.text}\x00{text}" if self.segs else text
-            self.segs.append(k)
+            self.text = f"{self.text}\x00{text}" if held else text
             held += k
-            lo += k
-            at += k
-            if held == _BLOCK:
+            lo, at = end, at + k
+            if held == block:
                 self._seal()
-                held = 0
+                held, sealed = 0, True
+        self.held = held
+        return sealed
 
     def _seal(self) -> None:
-        """The flat segments (``_BLOCK`` trades) become one compressed block."""
-        payload = (_HEAD.pack(len(self.segs)) + _le(self.segs) + _le(self.floats)
-                   + self.text.encode("utf-8", "surrogatepass"))
-        if self.blocks is None or self.firsts is None:
-            self.blocks, self.firsts = [], array("d")
-        self.blocks.append(zlib.compress(payload, 1))
-        self.firsts.append(self.floats[0])
-        self._flat()
+        """The flat trades (``block`` of them) become one compressed block."""
+        floats, fields = self.floats, self.text.split("\x00")
+        raw = _le(floats[0::3])
+        data = (b"".join([raw[i::8] for i in range(8)]) + _le(floats[1::3]) + _le(floats[2::3])
+                + "\x00".join(fields[0::3] + fields[1::3] + fields[2::3]).encode(
+                    "utf-8", "surrogatepass"))
+        self.blob += _FIRST.pack(floats[0]) + _deflate(data)
+        if self.ends is None:
+            self.ends = array("I")
+        self.ends.append(len(self.blob))
+        self.held, self.floats, self.text = 0, array("d"), ""
+
+    def first(self, i: int) -> float:
+        """Clock of the first trade of block ``i``."""
+        ends = self.ends
+        first: float = _FIRST.unpack_from(self.blob, ends[i - 1] if i and ends else 0)[0]
+        return first
 
     def prune(self, need: float, keep: int) -> None:
-        """Forget the oldest blocks and segments no alert can cite any more: those beyond the
-        newest ``size`` trades, and those followed by a trade before ``need`` (the earliest
-        window start still possible) and by at least ``keep`` trades (the spike window)."""
-        blocks, firsts, segs, floats = self.blocks, self.firsts, self.segs, self.floats
+        """Forget the oldest trades no alert can cite any more: those beyond the newest ``size``,
+        and those followed by a trade before ``need`` (the earliest window start still possible)
+        and by at least ``keep`` trades (the spike window). Blocks go whole."""
+        ends, block, size = self.ends, self.block, self.size
         after = len(self)
-        while blocks and firsts:
-            after -= _BLOCK
-            nxt = firsts[1] if len(firsts) > 1 else floats[0] if segs else _INF
-            if not (after >= self.size or (after >= keep and nxt < need)):
+        if ends:
+            nb, gone = len(ends), 0
+            while gone < nb:
+                after -= block
+                nxt = (self.first(gone + 1) if gone + 1 < nb
+                       else self.floats[0] if self.held else _INF)
+                if not (after >= size or (after >= keep and nxt < need)):
+                    break
+                gone += 1
+            if gone:
+                cut = ends[gone - 1]
+                self.blob = self.blob[cut:]
+                self.ends = array("I", [e - cut for e in ends[gone:]]) if gone < nb else None
+            if gone < nb:
                 return
-            del blocks[0], firsts[0]
-        if blocks is not None and not blocks:
-            self.blocks = self.firsts = None
-        dropped = fields = 0
-        while len(segs) > 1:  # the newest segment always stays
-            k = segs[0]
-            after -= k
-            if not (after >= self.size or (after >= keep and floats[3 * (dropped + k)] < need)):
-                break
-            dropped += k
-            fields += 3 * k
-            del segs[0]
-        if dropped:
-            del floats[:3 * dropped]
-            self.text = self.text.split("\x00", fields)[fields]
+        held = self.held
+        drop = max(min(bisect_left(self.floats[0::3], need) - 1, held - keep), held - size, 0)
+        if drop:
+            del self.floats[:3 * drop]
+            self.text = self.text.split("\x00", 3 * drop)[3 * drop]
+            self.held = held - drop
 
     def rows(self) -> list[Row]:
         """Every trade kept, oldest first."""
         rows: list[Row] = []
-        for blob in self.blocks or ():
-            raw = zlib.decompress(blob)
-            (nseg,) = _HEAD.unpack_from(raw)
-            at = _HEAD.size
-            segs = _from("H", raw[at:at + 2 * nseg])
-            at += 2 * nseg
-            nf = 3 * sum(segs)
-            _segment_rows(rows, segs, _from("d", raw[at:at + 8 * nf]),
-                          raw[at + 8 * nf:].decode("utf-8", "surrogatepass"))
-        _segment_rows(rows, self.segs, self.floats, self.text)
+        blob, start, n = self.blob, 0, self.block
+        for end in self.ends or ():
+            raw = zlib.decompress(blob[start + _FIRST.size:end], -15)
+            start = end
+            clocks = bytearray(8 * n)
+            for i in range(8):
+                clocks[i::8] = raw[i * n:(i + 1) * n]
+            strings = _strings(raw[24 * n:].decode("utf-8", "surrogatepass"))
+            rows += zip(_from("d", bytes(clocks)), strings[:n], _from("d", raw[8 * n:16 * n]),
+                        _from("d", raw[16 * n:24 * n]), strings[n:2 * n], strings[2 * n:],
+                        strict=True)
+        if self.held:
+            floats, strings = self.floats, _strings(self.text)
+            rows += zip(floats[0::3], strings[0::3], floats[1::3], floats[2::3], strings[1::3],
+                        strings[2::3], strict=True)
         return rows
 
 
-def _segment_rows(rows: list[Row], segs: array[int], floats: array[float], text: str) -> None:
+def _strings(text: str) -> list[str]:
     strings = text.split("\x00")
-    if "\x01" in text:
-        strings = [_unescape(s) for s in strings]
-    f = 0
-    for k in segs:
-        f3 = 3 * f
-        rows += zip(floats[f3:f3 + k], strings[f3:f3 + k], floats[f3 + k:f3 + 2 * k],
-                    floats[f3 + 2 * k:f3 + 3 * k], strings[f3 + k:f3 + 2 * k],
-                    strings[f3 + 2 * k:f3 + 3 * k], strict=True)
-        f += k
+    return [_unescape(s) for s in strings] if "\x01" in text else strings
 
 
 def _clocks(cols: TradeColumns, lo: int, hi: int, clock: float, ordered: bool) -> list[float]:
@@ -351,8 +390,8 @@ def _clocks(cols: TradeColumns, lo: int, hi: int, clock: float, ordered: bool) -
 
 
 _STATE = ("venue", "instrument", "config", "breaker", "clock", "first_sec", "bar", "_bars",
-          "ref_sum", "ref_n", "_rolls", "var", "nret", "prev_close", "p1", "p2", "_trades",
-          "ref", "sigma", "band", "velocity", "spike", "win_hi", "win_lo", "ready",
+          "ref_sum", "ref_n", "_rolls", "var", "nret", "prev_sec", "prev_mclose", "p1", "p2",
+          "_trades", "ref", "sigma", "band", "velocity", "spike", "win_hi", "win_lo", "ready",
           "_reopen_pending")
 
 
@@ -373,7 +412,8 @@ class MarketMonitor:
         self._bars: _Bars | None = None  # allocated with the first closed bar
         self.ref_sum, self.ref_n, self._rolls = 0.0, 0, 0
         self.var, self.nret = 0.0, 0
-        self.prev_close: tuple[int, float] | None = None
+        self.prev_sec: int | None = None  # second and filtered close of the last closed bar
+        self.prev_mclose = 0.0
         self.p1: float | None = None
         self.p2: float | None = None
         self._trades: _Trades | None = None  # allocated with the first batch
@@ -478,9 +518,13 @@ class MarketMonitor:
                 m = x if x > lo12 else lo12
                 p2 = p1
             p1 = p
-            if bsec is None:
+            if bsec is None:  # a new bar (its sums start at 0.0: 0.0 + x is x but for -0.0)
                 bsec, bo, bh, bl, bc, bmh, bml, bmc = sec, p, p, p, p, m, m, m
-                bps, bn, bv, bnot = 0.0 + m, 1, 0.0 + q, 0.0 + p * q
+                bn, bnot = 1, p * q
+                bps = m if m else 0.0 + m
+                bv = q if q else 0.0 + q
+                if not bnot:
+                    bnot += 0.0
             else:
                 if p > bh:
                     bh = p
@@ -555,7 +599,7 @@ class MarketMonitor:
         if b is not None:
             sec, o, h, lo, c, mhi, mlo, _, psum, n, volume, notional = b
             out.bars.append((sec, o, h, lo, c, volume, notional, n))
-            self._bar_ring().append(sec, psum, n, mhi, mlo)
+            self._bar_ring().append(sec, psum, n, mhi, mlo, self.config.ref_window_s + 1)
             self.bar = None
         return out
 
@@ -581,7 +625,7 @@ class MarketMonitor:
     def _bar_ring(self) -> _Bars:
         bars = self._bars
         if bars is None:
-            bars = self._bars = _Bars(self.config.ref_window_s + 1)
+            bars = self._bars = _Bars()
         return bars
 
     def _roll(self, sec: int, out: MonitorOutput, b: OpenBar | None) -> None:
@@ -594,10 +638,10 @@ class MarketMonitor:
             bsec, o, h, lo, c, mhi, mlo, mclose, psum, n, volume, notional = b
             out.bars.append((bsec, o, h, lo, c, volume, notional, n))
             bars = self._bar_ring()
-            if len(bars) == bars.maxlen:
+            if len(bars) == cfg.ref_window_s + 1:
                 self.ref_sum -= bars.psum[0]
                 self.ref_n -= bars.n[0]
-            bars.append(bsec, psum, n, mhi, mlo)
+            bars.append(bsec, psum, n, mhi, mlo, cfg.ref_window_s + 1)
             self.ref_sum += psum
             self.ref_n += n
             self._learn(bsec, mclose,
@@ -632,12 +676,12 @@ class MarketMonitor:
         Nothing is learnt while the instrument is in a limit state, paused or halted: the
         baseline must not absorb the very moves it flags.
         """
-        cfg, prev = self.config, self.prev_close
-        self.prev_close = (sec, mclose)
-        if prev is None or not learn:
+        cfg, prev_sec, prev_mclose = self.config, self.prev_sec, self.prev_mclose
+        self.prev_sec, self.prev_mclose = sec, mclose
+        if prev_sec is None or not learn:
             return
-        gap = min(float(sec - prev[0]), cfg.max_gap_s)
-        r = math.log(mclose / prev[1])
+        gap = min(float(sec - prev_sec), cfg.max_gap_s)
+        r = math.log(mclose / prev_mclose)
         sample = r * r / gap
         if self.nret < cfg.warmup_returns:
             self.var += (sample - self.var) / (self.nret + 1)
@@ -664,30 +708,37 @@ class MarketMonitor:
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.p1 = self.p2 = None
 
+    def _need(self) -> float:
+        """The earliest start an alert's window can still have: the velocity window or the
+        limit state (both only move on)."""
+        need = self.clock - self.config.velocity_window_s
+        since = self.breaker.limit_since
+        return since if since is not None and since < need else need
+
     def _remember(self, cols: TradeColumns, start: int, clock: float, ordered: bool) -> None:
         """End of a batch: keep its trades from ``start`` on that an alert could still cite."""
-        n = len(cols.ts) - start
+        hi = len(cols.ts)
+        n = hi - start
         if n <= 0:
             return
         cfg = self.config
+        cap, keep = cfg.recent_trades, cfg.evidence_trades * 5 + 1  # keep: the spike window
         tr = self._trades
         if tr is None:
             tr = self._trades = _Trades()
-        tr.size = min(tr.size + n, cfg.recent_trades)
-        clocks = _clocks(cols, start, len(cols.ts), clock, ordered)
-        # the earliest window start still possible: the velocity window or the limit state
-        need = self.clock - cfg.velocity_window_s
-        since = self.breaker.limit_since
-        if since is not None and since < need:
-            need = since
-        keep = cfg.evidence_trades * 5 + 1  # the spike window and the print before it
-        # trades before `skip` (and all kept so far) are in no window and precede none
-        skip = max(min(bisect_left(clocks, need) - 1, n - keep), n - cfg.recent_trades, 0)
-        if skip:  # the earlier trades are beyond the window too
-            size, tr = tr.size, _Trades()
-            tr.size, self._trades = size, tr
-        tr.add(clocks, skip, cols, start + skip, len(cols.ts))
-        tr.prune(need, keep)
+        size = tr.size + n
+        tr.size = size = size if size < cap else cap
+        clocks = cols.ts[start:] if ordered else _clocks(cols, start, hi, clock, ordered)
+        skip = 0
+        if n > keep or n > cap:  # trades before `skip` (and earlier ones) are in no window
+            skip = max(min(bisect_left(clocks, self._need()) - 1, n - keep), n - cap, 0)
+            if skip:
+                tr = self._trades = _Trades(size)
+        sealed = tr.add(clocks, skip, cols, start + skip, hi)
+        ends, held = tr.ends, tr.held
+        if sealed or (len(ends) * tr.block + held - tr.block >= size if ends else
+                      held and (held > size or tr.floats[0] < self._need())):
+            tr.prune(self._need(), keep)  # (blocks go by the clock when the next one is sealed)
 
     def _recent(self, pend: tuple[TradeColumns, int, int, float, bool]) -> list[Row]:
         """The trades the plain ``deque(maxlen=recent_trades)`` would hold now (while batch
