@@ -35,6 +35,7 @@ from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import Agent, encode, parse_ts
 from streams.outputs import DeliveryError, KafkaSink, Record
 from streams.settings import Settings
+from streams.worker import rebalance_listener
 
 __all__ = ["VenueStage", "VenueWorker"]
 
@@ -173,7 +174,7 @@ class VenueWorker:
         self.store.partitions = len(parts) if parts else 1
         inputs = consumer.partitions_for_topic(topics.trades)
         self.trades_partitions = len(inputs) if inputs else 1
-        consumer.subscribe([topics.flows], listener=_listener(self))
+        consumer.subscribe([topics.flows], listener=rebalance_listener(self))
         registry: Any = None
         try:
             registry = AIOKafkaConsumer(topics.agents, bootstrap_servers=s.brokers,
@@ -285,16 +286,3 @@ class VenueWorker:
                 await self._checkpoint(tp.partition)
                 self.stages.pop(tp.partition, None)
                 self.good.pop(tp.partition, None)
-
-
-def _listener(worker: VenueWorker) -> Any:
-    from aiokafka import ConsumerRebalanceListener
-
-    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            await worker.revoked(list(revoked))
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            await worker.assigned(list(assigned))
-
-    return Listener()

@@ -36,7 +36,7 @@ from streams.outputs import DeliveryError, KafkaSink, Sink, to_records
 from streams.pipeline import EngineOutput, Surveillance
 from streams.settings import Settings
 
-__all__ = ["Worker", "WorkerCounters"]
+__all__ = ["Worker", "WorkerCounters", "rebalance_listener"]
 
 log = logging.getLogger("surveil.worker")
 
@@ -101,7 +101,7 @@ class Worker:
         await consumer.start()
         parts = consumer.partitions_for_topic(topics.checkpoints)
         self.store.partitions = len(parts) if parts else 1
-        consumer.subscribe([topics.trades], listener=_listener(self))
+        consumer.subscribe([topics.trades], listener=rebalance_listener(self))
         next_tick = last_log = time.monotonic()
         try:
             while not stop.is_set():
@@ -310,14 +310,16 @@ class Worker:
                     self.last_good.pop(tp.partition, None)
 
 
-def _listener(worker: Worker) -> Any:
+def rebalance_listener(owner: Any) -> Any:
+    """aiokafka rebalance callbacks calling ``owner.revoked`` / ``owner.assigned`` (both stages
+    use it)."""
     from aiokafka import ConsumerRebalanceListener
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
-            await worker.revoked(list(revoked))
+            await owner.revoked(list(revoked))
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
-            await worker.assigned(list(assigned))
+            await owner.assigned(list(assigned))
 
     return Listener()
