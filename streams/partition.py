@@ -229,8 +229,7 @@ class PartitionState:
                 {"partition": self.partition}))
         return groups, duplicates
 
-    def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit,
-              summaries: list[WindowSummary]) -> int:
+    def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit) -> int:
         """Hand each instrument's trades to its monitor and window summaries."""
         n = 0
         for key, g in groups.items():

@@ -30,6 +30,7 @@ from detectors.base import Finding
 from detectors.breaker import TRADING, Transition
 from detectors.market import DETECTOR, BarTuple, MarketConfig, MarketMonitor, MonitorOutput
 from streams.contracts import Alert, Bar, Halt, Rejected, Trade, iso
+from streams.dedup import RecentIds
 from streams.partition import EngineConfig, PartitionState
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class Surveillance:
         out = EngineOutput()
         emit = self._emitter(state, out)
         groups, out.duplicates = state.accept(trades, sources, self.wall_clock(), out.rejected)
-        state.judge(groups, emit, out.summaries)
+        state.judge(groups, emit)
         for venue in sorted({k[0] for k in groups}):
             self._fire(state, venue, emit, out)
         state.sweep(emit, out.summaries)
@@ -243,7 +244,8 @@ class Surveillance:
         return {k for s in self.partitions.values() for k in s.halted}
 
     @property
-    def seen(self) -> Any:
+    def seen(self) -> RecentIds:
+        """The duplicate memory of partition 0 (the backtest's only partition)."""
         return self.state(0).seen
 
     # ------------------------------------------------------------------ internals
