@@ -70,7 +70,8 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 
-from detectors.flows import WindowSummary
+from detectors.flows import AgentActivity, PairFlow, WindowSummary
+from detectors.venue_base import AgentFacts, WindowView
 
 __all__ = ["MarketStructure", "StructureMetrics", "structure_summary"]
 
@@ -185,8 +186,7 @@ class MarketStructure:
         #: the same for agents seen in several buckets, least recently seen first
         self._multi: OrderedDict[str, float] = OrderedDict()
         self._seen = _Bloom(bloom_bits, seed)
-        self._registry: OrderedDict[str, tuple[str | None, str | None, float | None]] = \
-            OrderedDict()
+        self._registry: OrderedDict[str, AgentFacts] = OrderedDict()
 
     def add(self, summary: WindowSummary) -> bool:
         """Merge a stage 1 summary; False if it is a duplicate, late or refused."""
@@ -221,18 +221,37 @@ class MarketStructure:
         return True
 
     def observe_agent(self, agent_id: str, *, owner: str | None = None,
-                      funded_by: str | None = None, created_ts: float | None = None) -> None:
+                      funded_by: str | None = None, created_ts: float | None = None,
+                      kind: str | None = None) -> None:
         """Record registry facts (optional); later facts fill in, never erase, earlier ones."""
         old = self._registry.pop(agent_id, None)
         if old is not None:
-            owner, funded_by = owner or old[0], funded_by or old[1]
-            created_ts = old[2] if created_ts is None else created_ts
-        self._registry[agent_id] = (owner, funded_by, created_ts)
+            owner, funded_by = owner or old.owner, funded_by or old.funded_by
+            created_ts = old.created_ts if created_ts is None else created_ts
+            kind = kind or old.kind
+        self._registry[agent_id] = AgentFacts(owner, funded_by, created_ts, kind)
         while len(self._registry) > self.max_registry:
             self._registry.popitem(last=False)
 
+    # the VenueContext of the stage-2 detectors (detectors.venue_base)
+    def facts(self, agent: str) -> AgentFacts | None:
+        """Registry facts of ``agent`` (``None``: not in the registry)."""
+        return self._registry.get(agent)
+
+    def first_seen(self, agent: str) -> float | None:
+        """When ``agent`` first traded (``-inf``: before its time was forgotten; ``None``:
+        never seen, or evicted and not in the Bloom filter of returning ids)."""
+        seen = self._once.get(agent, self._multi.get(agent))
+        if seen is None and self._seen.contains([agent])[0]:
+            return -math.inf
+        return seen
+
     def advance(self, watermark: float) -> list[StructureMetrics]:
         """Close every window ending at or before ``watermark`` (by start, then instrument)."""
+        return [m for m, _ in self.close(watermark)]
+
+    def close(self, watermark: float) -> list[tuple[StructureMetrics, WindowView]]:
+        """Like :meth:`advance`, with each window's merged :class:`WindowView` for detectors."""
         self.watermark = max(self.watermark, watermark)
         due = sorted((b for b in self._open.values() if b.start + self.window_s <= self.watermark),
                      key=lambda b: (b.start, b.instrument))
@@ -248,7 +267,7 @@ class MarketStructure:
         return self.advance(math.inf)
 
     # ------------------------------------------------------------------ internals
-    def _close(self, b: _Bucket) -> StructureMetrics:
+    def _close(self, b: _Bucket) -> tuple[StructureMetrics, WindowView]:
         trades, volume, notional, truncated = 0, 0.0, 0.0, b.shed
         vol: dict[str, float] = {}
         first: dict[str, float] = {}
@@ -287,7 +306,7 @@ class MarketStructure:
             self_trade_share=self_vol / (volume or math.inf),
             partitions=len({s.partition for s in b.summaries}), truncated=truncated)
         self._remember(first, returning)
-        return metrics
+        return metrics, _view(self.venue, b, metrics)
 
     def _new_entrants(self, vol: dict[str, float], start: float
                       ) -> tuple[list[str], set[str]]:
@@ -295,7 +314,8 @@ class MarketStructure:
         new: list[str] = []
         unknown: list[str] = []
         for a in vol:
-            created = self._registry.get(a, (None, None, None))[2]
+            facts = self._registry.get(a)
+            created = facts.created_ts if facts is not None else None
             seen = self._once.get(a, self._multi.get(a))
             if created is not None:
                 if created >= horizon:
@@ -327,3 +347,56 @@ class MarketStructure:
                     excess -= 1
         self._seen.add(victims)
         self.stats["evicted"] += len(victims)
+
+
+_SAMPLE = 8  # trade ids kept per merged pair: the first and the last four
+
+
+def _view(venue: str, b: _Bucket, m: StructureMetrics) -> WindowView:
+    """The bucket's summaries merged into one view, in (partition, seq) order."""
+    summaries = sorted(b.summaries, key=lambda s: (s.partition, s.seq))
+    pairs: dict[tuple[str, str], PairFlow] = {}
+    agents: dict[str, AgentActivity] = {}
+    for s in summaries:
+        for p in s.pairs:
+            k = (p.buyer, p.seller)
+            old = pairs.get(k)
+            if old is None:
+                pairs[k] = PairFlow(p.buyer, p.seller, p.count, p.qty, p.notional, p.first_ts,
+                                    p.last_ts, list(p.trade_ids))
+                continue
+            ids = old.trade_ids + p.trade_ids
+            old.count += p.count
+            old.qty += p.qty
+            old.notional += p.notional
+            old.first_ts, old.last_ts = min(old.first_ts, p.first_ts), max(old.last_ts, p.last_ts)
+            old.trade_ids = ids if len(ids) <= _SAMPLE else ids[:_SAMPLE // 2] + ids[-_SAMPLE // 2:]
+        for a in s.agents:
+            cur = agents.get(a.agent)
+            if cur is None:
+                agents[a.agent] = AgentActivity(a.agent, a.buy_qty, a.sell_qty, a.buy_notional,
+                                                a.sell_notional, a.trades, a.first_ts, a.last_ts,
+                                                a.counterparties)
+                continue
+            cur.buy_qty += a.buy_qty
+            cur.sell_qty += a.sell_qty
+            cur.buy_notional += a.buy_notional
+            cur.sell_notional += a.sell_notional
+            cur.trades += a.trades
+            cur.first_ts, cur.last_ts = min(cur.first_ts, a.first_ts), max(cur.last_ts, a.last_ts)
+    cps: dict[str, set[str]] = {}
+    for buyer, seller in pairs:
+        cps.setdefault(buyer, set()).add(seller)
+        cps.setdefault(seller, set()).add(buyer)
+    for a in agents.values():
+        a.counterparties = max(a.counterparties, len(cps.get(a.agent, ())))
+    first = min(summaries, key=lambda s: (s.window_start if s.seq == 0 else math.inf, s.partition))
+    last = summaries[-1]
+    return WindowView(
+        venue=venue, instrument=b.instrument, window_start=b.start,
+        window_end=b.start + m.window_end - m.window_start, trades=m.trades, volume=m.volume,
+        notional=m.notional, first_price=first.first_price, last_price=last.last_price,
+        vwap=m.notional / m.volume if m.volume > 0 else last.last_price,
+        pairs=sorted(pairs.values(), key=lambda p: (-p.qty, p.buyer, p.seller)),
+        agents=sorted(agents.values(), key=lambda a: (-(a.buy_qty + a.sell_qty), a.agent)),
+        truncated=m.truncated)

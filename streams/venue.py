@@ -23,23 +23,45 @@ import logging
 import pickle
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from detectors.base import Finding
 from detectors.flows import WindowSummary
+from detectors.stage2 import make_detectors
 from detectors.structure import MarketStructure, StructureMetrics
+from detectors.venue_base import VenueDetector
 from streams.checkpoint import CheckpointStore, checkpoint_key
-from streams.contracts import Agent, encode, parse_ts
+from streams.contracts import Agent, Alert, encode, iso, parse_ts
 from streams.outputs import DeliveryError, KafkaSink, Record
 from streams.settings import Settings
 from streams.worker import rebalance_listener
 
-__all__ = ["VenueStage", "VenueWorker"]
+__all__ = ["VenueOutput", "VenueStage", "VenueWorker"]
 
 log = logging.getLogger("surveil.venue")
+
+
+@dataclass(slots=True)
+class VenueOutput:
+    """What stage 2 produced for one input record."""
+
+    metrics: list[StructureMetrics] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def extend(self, other: VenueOutput) -> None:
+        self.metrics += other.metrics
+        self.alerts += other.alerts
+
+
+def to_alert(f: Finding, detector: str) -> Alert:
+    """A stage-2 finding as an ``alert/1`` message."""
+    return Alert(alert_id=f.key, ts=iso(f.ts), kind=f.kind, score=f.score,
+                 instrument=f.instrument, agents=f.agents, venue=f.venue, detector=detector,
+                 summary=f.summary, evidence=f.evidence)
 
 
 @dataclass(slots=True)
@@ -49,6 +71,12 @@ class VenueStage:
     window_s: float = 60.0
     max_venues: int = 1_000
     venues: dict[str, MarketStructure] = field(default_factory=dict)
+    #: Names of the stage-2 detectors to run (``None``: all of :data:`detectors.stage2.DETECTORS`).
+    detector_names: tuple[str, ...] | None = None
+    detectors: dict[str, list[VenueDetector]] = field(default_factory=dict)
+    #: Builds one venue's detectors from ``detector_names`` (tests and research; not pickled
+    #: when it is ``None``, the default).
+    factory: Callable[[tuple[str, ...] | None], list[VenueDetector]] | None = None
     watermarks: dict[str, dict[int, float]] = field(default_factory=dict)
     closed_at: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -64,13 +92,14 @@ class VenueStage:
                 self._count("refused_venue")
                 return None
             ms = self.venues[name] = MarketStructure(name, window_s=self.window_s)
+            self.detectors[name] = (self.factory or make_detectors)(self.detector_names)
         return ms
 
-    def handle(self, value: bytes | None) -> list[StructureMetrics]:
-        """One ``flows`` record: a summary or a watermark. Returns metrics closed by it."""
+    def handle(self, value: bytes | None) -> VenueOutput:
+        """One ``flows`` record: a summary or a watermark. Returns what it closed."""
         if not value:
             self._count("malformed")
-            return []
+            return VenueOutput()
         try:
             if value.startswith(b'{"schema":"watermark/1"'):
                 doc = msgspec.json.decode(value)
@@ -81,14 +110,14 @@ class VenueStage:
                 ms = self.venue(summary.venue)
                 if ms is not None and not ms.add(summary):
                     self._count("duplicate_or_late")
-                return []
+                return VenueOutput()
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError,
                 ValueError):
             pass
         self._count("malformed")
-        return []
+        return VenueOutput()
 
-    def watermark(self, venue: str, partition: int, wm: float) -> list[StructureMetrics]:
+    def watermark(self, venue: str, partition: int, wm: float) -> VenueOutput:
         """A partition's watermark for ``venue`` (``"*"``: the partition holds no venue yet).
 
         Nothing closes before every partition of ``trades`` has reported once, so a partition
@@ -98,25 +127,72 @@ class VenueStage:
         if venue != "*":
             marks = self.watermarks.setdefault(venue, {})
             if wm <= marks.get(partition, float("-inf")):
-                return []
+                return VenueOutput()
             marks[partition] = wm
             venues = [venue]
         elif first:
             venues = sorted(self.watermarks)
         else:
-            return []
+            return VenueOutput()
         if len(self.reported) < self.partitions_total:
-            return []
-        out: list[StructureMetrics] = []
+            return VenueOutput()
+        out = VenueOutput()
         for name in venues:
             low = min(self.watermarks[name].values())
             if low <= self.closed_at.get(name, float("-inf")):
                 continue
             self.closed_at[name] = low
-            ms = self.venue(name)
-            if ms is not None:
-                out += ms.advance(low)
+            out.extend(self.close(name, low))
         return out
+
+    def close(self, name: str, watermark: float) -> VenueOutput:
+        """Close the venue's windows up to ``watermark`` and run the detectors on them: for
+        each window start, ``observe`` every instrument's view, then ``end_window``."""
+        ms = self.venue(name)
+        out = VenueOutput()
+        if ms is None:
+            return out
+        closed = ms.close(watermark)
+        dets = self.detectors.get(name, [])
+        for i, (metrics, view) in enumerate(closed):
+            out.metrics.append(metrics)
+            for det in dets:
+                out.alerts += self._run(det, "observe", view, ms)
+            last = i + 1 == len(closed) or closed[i + 1][1].window_start != view.window_start
+            if last:
+                for det in dets:
+                    out.alerts += self._run(det, "end_window", view.window_start,
+                                            view.window_end, ms)
+        return out
+
+    def flush(self) -> VenueOutput:
+        """End of input (backtest): close every venue's open windows."""
+        out = VenueOutput()
+        for name in sorted(self.venues):
+            out.extend(self.close(name, float("inf")))
+        return out
+
+    def feed(self, summaries: Sequence[WindowSummary], watermarks: Sequence[Any]) -> VenueOutput:
+        """Stage 1's output, in process (backtest): encoded and handled as the ``flows`` records
+        the live stage 1 would publish, so both paths decode the same bytes."""
+        out = VenueOutput()
+        for s in summaries:
+            out.extend(self.handle(encode(s)))
+        for w in watermarks:
+            out.extend(self.handle(encode({"schema": "watermark/1", "venue": w.venue,
+                                           "partition": w.partition,
+                                           "watermark": w.watermark})))
+        return out
+
+    def _run(self, det: VenueDetector, method: str, *args: Any) -> list[Alert]:
+        try:
+            found: list[Finding] = getattr(det, method)(*args)
+        except Exception:  # a detector's bug must not stop the others, nor stage 2
+            log.exception("stage-2 detector %s failed in %s", det.name, method)
+            self._count(f"detector_error:{det.name}")
+            return []
+        label = f"{det.name}/{det.version}"
+        return [to_alert(f, label) for f in found]
 
     def registry(self, value: bytes | None) -> None:
         try:
@@ -130,7 +206,7 @@ class VenueStage:
             ms = self.venue(name)
             if ms is not None:
                 ms.observe_agent(agent.agent_id, owner=agent.owner, funded_by=agent.funded_by,
-                                 created_ts=created)
+                                 created_ts=created, kind=agent.kind)
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -149,6 +225,7 @@ class VenueWorker:
         self.store: CheckpointStore | None = None
         self.sink: KafkaSink | None = None
         self.metrics = 0
+        self.alerts = 0
         self.trades_partitions = 1
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -208,12 +285,13 @@ class VenueWorker:
         fresh = [r for r in records if stage.next_offset is None or r.offset >= stage.next_offset]
         if not fresh:
             return
-        out: list[StructureMetrics] = []
+        out = VenueOutput()
         for r in fresh:
-            out += stage.handle(r.value)
+            out.extend(stage.handle(r.value))
         stage.next_offset = fresh[-1].offset + 1
-        topic = self.settings.topics.structure
-        recs: list[Record] = [(topic, m.venue.encode(), encode(m)) for m in out]
+        topics = self.settings.topics
+        recs: list[Record] = [(topics.structure, m.venue.encode(), encode(m)) for m in out.metrics]
+        recs += [(topics.alerts, a.alert_id.encode(), encode(a)) for a in out.alerts]
         try:
             assert self.sink is not None
             await self.sink.deliver(recs)
@@ -221,7 +299,8 @@ class VenueWorker:
             log.warning("venue stage: results not delivered (%s); rolling back", exc)
             await self._rollback(p)
             return
-        self.metrics += len(out)
+        self.metrics += len(out.metrics)
+        self.alerts += len(out.alerts)
 
     async def _rollback(self, p: int) -> None:
         from aiokafka import TopicPartition

@@ -77,7 +77,7 @@ def test_hand_computed_metrics() -> None:
     assert m.top_pair_share == 0.5
     assert m.self_trade_share == pytest.approx(1 / 12)
     assert (m.partitions, m.truncated, m.key) == (1, False, f"v|GPU|{T0}")
-    assert ms._registry["c"] == ("o", "f", T0 - 10 * 86_400)
+    assert ms.facts("c") == ("o", "f", T0 - 10 * 86_400, None)
 
 
 def test_sentence() -> None:

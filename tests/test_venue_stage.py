@@ -11,7 +11,7 @@ from test_pipeline import crash_market, wall_clock
 from streams.contracts import encode
 from streams.partition import EngineConfig
 from streams.pipeline import EngineOutput, Surveillance
-from streams.venue import VenueStage
+from streams.venue import VenueOutput, VenueStage
 
 
 def flows(partitions: int) -> list[bytes]:
@@ -36,7 +36,7 @@ def metrics(records: list[bytes], partitions: int) -> list[tuple[object, ...]]:
     stage = VenueStage(partitions_total=partitions)
     out = []
     for r in records:
-        out += stage.handle(r)
+        out += stage.handle(r).metrics
     return sorted((m.instrument, m.window_start, m.trades, round(m.hhi, 6),
                    round(m.top5_share, 9), m.agents) for m in out)
 
@@ -65,5 +65,5 @@ def test_malformed_flows_records_are_counted_not_fatal() -> None:
     stage = VenueStage()
     for value in (None, b"", b"{", b"[1]", b'{"schema": "flows/1"}',
                   b'{"schema": "watermark/1", "venue": "v"}'):
-        assert stage.handle(value) == []
+        assert stage.handle(value) == VenueOutput()
     assert stage.counts["malformed"] == 6
