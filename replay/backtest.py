@@ -31,6 +31,7 @@ from replay.reorder import DEFAULT_BATCH, DEFAULT_HORIZON_S, DEFAULT_MAX_ROWS, O
 from replay.tape import RowReject
 from streams.contracts import Trade, iso
 from streams.pipeline import EngineOutput, Surveillance
+from streams.venue import VenueOutput, VenueStage
 
 __all__ = ["MAX_INSTRUMENTS_COUNTED", "BacktestResult", "event_order", "run_backtest",
            "run_trades"]
@@ -125,7 +126,9 @@ class _Tally:
             if len(self.instruments) > MAX_INSTRUMENTS_COUNTED:
                 self.instruments_capped = True
 
-    def judged(self, out: EngineOutput) -> None:
+    def judged(self, out: EngineOutput | VenueOutput) -> None:
+        if isinstance(out, VenueOutput):  # stage 2: alerts only (metrics go to the store)
+            out = EngineOutput(alerts=out.alerts)
         if out.alerts:
             self.alerts_file.write(b"".join(self.enc.encode(a) + b"\n" for a in out.alerts))
             self.alerts.update(a.kind for a in out.alerts)
@@ -197,6 +200,9 @@ def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
     ordered = OrderedTape(tape, horizon_s=horizon_s, max_rows=max_rows, batch_size=batch_size)
     agents_read = read_agents(agents) if agents is not None else None
     engine = Surveillance(config, emit_bars=False)
+    stage2 = VenueStage()
+    for a in agents_read.agents if agents_read is not None else ():
+        stage2.registry(msgspec.json.encode(a))
     tally = _Tally(out_dir, keep=keep_output)
     try:
         for chunk in ordered:
@@ -204,12 +210,17 @@ def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
             if chunk.trades:
                 t0 = time.perf_counter()
                 out = engine.process(chunk.trades)
+                venue_out = stage2.feed(out.summaries, out.watermarks)
                 tally.judging += time.perf_counter() - t0
                 tally.judged(out)
+                tally.judged(venue_out)
         t0 = time.perf_counter()
         out = engine.flush()
+        venue_out = stage2.feed(out.summaries, out.watermarks)
+        venue_out.extend(stage2.flush())
         tally.judging += time.perf_counter() - t0
         tally.judged(out)
+        tally.judged(venue_out)
     finally:
         tally.close()
     stats, elapsed, valid = engine.stats, tally.judging, ordered.valid
@@ -244,7 +255,9 @@ def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
         "agents_file": str(agents) if agents is not None else None,
         "agents_loaded": len(agents_read.agents) if agents_read is not None else None,
         "agents_rejected": len(agents_read.rejects) if agents_read is not None else None,
-        "detectors": ["market/1"],
+        "detectors": ["market/1", *(f"{d.name}/{d.version}" for d in
+                                    next(iter(stage2.detectors.values()), []))],
+        "stage2": dict(sorted(stage2.counts.items())),
         "seconds_total": round(time.perf_counter() - started, 3),
         "seconds_judging": round(elapsed, 3),
         "trades_per_s": round(valid / elapsed) if elapsed > 0 else None,

@@ -139,10 +139,12 @@ def test_engine_rejections_are_counted_by_reason(tmp_path: Path,
         def process(self, trades: list[Trade]) -> SimpleNamespace:
             self.stats.processed += len(trades)
             bad = [SimpleNamespace(reason=f"future_ts: ts {t.ts} ahead") for t in trades[:2]]
-            return SimpleNamespace(alerts=[], halts=[], rejected=bad)
+            return SimpleNamespace(alerts=[], halts=[], rejected=bad, summaries=[],
+                                   watermarks=[])
 
         def flush(self) -> SimpleNamespace:
-            return SimpleNamespace(alerts=[], halts=[], rejected=[SimpleNamespace(reason="late")])
+            return SimpleNamespace(alerts=[], halts=[], rejected=[SimpleNamespace(reason="late")],
+                                   summaries=[], watermarks=[])
 
     monkeypatch.setattr("replay.backtest.Surveillance", Engine)
     write_tape(generate(FeedSpec(seed=1, rate=2), start=T0, duration_s=30), tmp_path / "t.jsonl")
