@@ -53,6 +53,7 @@ Examples
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import msgspec
@@ -61,7 +62,7 @@ import polars as pl
 
 from detectors.base import TradeColumns
 
-__all__ = ["AgentActivity", "FlowWindows", "PairFlow", "WindowSummary"]
+__all__ = ["AgentActivity", "FlowWindows", "PairFlow", "PriceBatch", "WindowSummary"]
 
 SCHEMA = "flows/1"
 _SEQ_MEMORY = 64
@@ -129,6 +130,50 @@ class WindowSummary(msgspec.Struct, kw_only=True, gc=False):
         return f"{self.partition}|{self.venue}|{self.instrument}|{self.window_start!r}|{self.seq}"
 
 
+class PriceBatch(msgspec.Struct, kw_only=True, gc=False):
+    """Closed price buckets of one (partition, venue), for the cross-market view of stage 2.
+
+    ``ticks`` rows: ``[instrument, start, seq, first_price, last_price, high, low, volume,
+    notional, trades]``; ``(partition, instrument, start, seq)`` identifies a row, so a
+    redelivered batch changes nothing."""
+
+    schema: str = "prices/1"
+    venue: str
+    partition: int
+    tick_s: float
+    ticks: list[list[Any]]
+
+
+class _Tick:
+    """One open price bucket: first/last by event time (ties: arrival order), high, low, sums."""
+
+    __slots__ = ("first", "first_ts", "hi", "last", "last_ts", "lo", "n", "notional", "seq",
+                 "volume")
+
+    def __init__(self, seq: int) -> None:
+        self.seq, self.n = seq, 0
+        self.first_ts, self.last_ts = math.inf, -math.inf
+        self.first = self.last = 0.0
+        self.hi, self.lo = -math.inf, math.inf
+        self.volume = self.notional = 0.0
+
+    def add(self, ts: list[float], px: list[float], qty: list[float]) -> None:
+        i = min(range(len(ts)), key=ts.__getitem__)  # first minimum
+        j = max(range(len(ts)), key=lambda k: (ts[k], k))  # last maximum
+        if ts[i] < self.first_ts:
+            self.first_ts, self.first = ts[i], px[i]
+        if ts[j] >= self.last_ts:
+            self.last_ts, self.last = ts[j], px[j]
+        self.hi, self.lo = max(self.hi, max(px)), min(self.lo, min(px))
+        self.volume += math.fsum(qty)
+        self.notional += math.fsum(map(operator.mul, px, qty))
+        self.n += len(ts)
+
+    def row(self, instrument: str, start: float) -> list[Any]:
+        return [instrument, start, self.seq, self.first, self.last, self.hi, self.lo,
+                self.volume, self.notional, self.n]
+
+
 class _Window:
     """One open window: buffered trades plus the tables folded so far."""
 
@@ -150,7 +195,7 @@ class FlowWindows:
 
     def __init__(self, venue: str, instrument: str, *, window_s: float = 60.0, partition: int = 0,
                  max_pairs: int = 2000, max_agents: int = 2000, sample_ids: int = 4,
-                 max_open: int = 8, block: int = 32_768) -> None:
+                 max_open: int = 8, block: int = 32_768, tick_s: float = 5.0) -> None:
         if not (window_s > 0 and max_open >= 1 and block >= 1 and sample_ids >= 0):
             raise ValueError("need window_s > 0, max_open >= 1, block >= 1, sample_ids >= 0")
         self.venue, self.instrument = venue, instrument
@@ -163,6 +208,11 @@ class FlowWindows:
         self._seqs: dict[float, int] = {}  # next seq of recently emitted windows
         self._forgotten = -math.inf
         self._outbox: list[WindowSummary] = []
+        #: price buckets of ``tick_s`` seconds (0: none), closed like windows, with amendments
+        self.tick_s = tick_s
+        self._ticks: dict[float, _Tick] = {}
+        self._tick_seqs: dict[float, int] = {}
+        self._tick_out: list[list[Any]] = []
 
     def update(self, cols: TradeColumns) -> None:
         """Add trades (arrival order) to their windows. Batching does not change the result."""
@@ -183,6 +233,8 @@ class FlowWindows:
             bounds = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), n]
             runs = [(i, j, float(starts[i])) for i, j in zip(bounds, bounds[1:], strict=False)]
         columns = _columns(cols)
+        if self.tick_s > 0:
+            self._tick_update(cols)
         for i, j, start in runs:
             win = self._open.get(start) or self._open_window(start)
             if win is None:
@@ -199,22 +251,61 @@ class FlowWindows:
         due = sorted(s for s in self._open if s + self.window_s <= self.watermark)
         out, self._outbox = self._outbox, []
         out += [self._emit(self._open.pop(s)) for s in due]
+        if self._ticks:
+            for start in sorted(s for s in self._ticks if s + self.tick_s <= self.watermark):
+                self._tick_close(start)
         return sorted(out, key=lambda s: (s.window_start, s.seq))
+
+    def take_ticks(self) -> list[list[Any]]:
+        """The price buckets closed so far (rows of :class:`PriceBatch`), handed over once."""
+        out, self._tick_out = self._tick_out, []
+        return out
 
     def next_end(self) -> float | None:
         """When :meth:`close_until` next has something to emit: the end of the earliest open
-        window (``-inf`` when force-closed or amended windows wait), ``None`` when nothing."""
+        window or price bucket (``-inf`` when force-closed or amended windows wait), ``None``
+        when nothing."""
         if self._outbox:
             return -math.inf
-        if not self._open:
-            return None
-        return min(self._open) + self.window_s
+        ends = [min(self._open) + self.window_s] if self._open else []
+        if self._ticks:
+            ends.append(min(self._ticks) + self.tick_s)
+        return min(ends) if ends else None
 
     def flush(self) -> list[WindowSummary]:
-        """End of input: emit every open window."""
+        """End of input: emit every open window (and price bucket: :meth:`take_ticks`)."""
         return self.close_until(math.inf)
 
     # ------------------------------------------------------------------ internals
+    def _tick_update(self, cols: TradeColumns) -> None:
+        ts, px, qty, w = cols.ts, cols.price, cols.qty, self.tick_s
+        lo, hi = math.floor(min(ts) / w), math.floor(max(ts) / w)
+        if lo == hi:  # the common case: one bucket
+            groups = {float(lo * w): (ts, px, qty)}
+        else:
+            groups = {}
+            for t, p, q in zip(ts, px, qty, strict=True):
+                g = groups.setdefault(float(math.floor(t / w) * w), ([], [], []))
+                g[0].append(t)
+                g[1].append(p)
+                g[2].append(q)
+        for start, (t, p, q) in groups.items():
+            tick = self._ticks.get(start)
+            if tick is None:
+                if start <= self._forgotten:
+                    continue  # as late as a forgotten window: counted there
+                if len(self._ticks) >= 4 * self.max_open:
+                    self._tick_close(min(self._ticks))
+                tick = self._ticks[start] = _Tick(self._tick_seqs.get(start, 0))
+            tick.add(t, p, q)
+
+    def _tick_close(self, start: float) -> None:
+        tick = self._ticks.pop(start)
+        self._tick_out.append(tick.row(self.instrument, start))
+        self._tick_seqs[start] = tick.seq + 1
+        while len(self._tick_seqs) > 4 * _SEQ_MEMORY:
+            del self._tick_seqs[min(self._tick_seqs)]
+
     def _open_window(self, start: float) -> _Window | None:
         if start <= self._forgotten:
             return None

@@ -53,7 +53,9 @@ from streams.contracts import Rejected, Trade, encode
 from streams.dedup import RecentIds
 
 if TYPE_CHECKING:
-    from detectors.flows import FlowWindows, WindowSummary
+    from detectors.flows import FlowWindows, PriceBatch, WindowSummary
+
+    Summaries = list[WindowSummary | PriceBatch]
 
 __all__ = ["EngineConfig", "PartitionState", "Slot", "VenueClock"]
 
@@ -80,6 +82,8 @@ class EngineConfig:
     live_skew_s: float = 120.0
     clock_quorum: int = 3
     window_s: float = 60.0
+    #: Price buckets for stage 2's cross-market view (0: none).
+    tick_s: float = 5.0
     max_instruments: int = 20_000
     max_venues: int = 1_000
     #: Default: the monitors' own ``idle_reset_s`` (evicting then cannot change any result).
@@ -240,15 +244,15 @@ class PartitionState:
                 slot.flows.update(cols)
                 self.open_flows.setdefault(key[0], set()).add(key)
                 vc = self.clocks[key[0]]
-                end = (math.floor(min(g[0]) / self.config.window_s) + 1) * self.config.window_s
-                if end < vc.next_close:
+                end = slot.flows.next_end()
+                if end is not None and end < vc.next_close:
                     vc.next_close = end
             n += len(g[0])
         self._count("processed", n)
         return n
 
     # ------------------------------------------------------------------ timers
-    def fire(self, venue: str, emit: Emit, summaries: list[WindowSummary],
+    def fire(self, venue: str, emit: Emit, summaries: Summaries,
              watermark: float | None = None) -> None:
         """Advance ``venue``'s watermark (to ``P − out_of_order_s``, or ``watermark`` when
         given and later) and fire what is due: resumptions, then window closes."""
@@ -270,19 +274,32 @@ class PartitionState:
             self._close(venue, vc, t, summaries)
 
     def _close(self, venue: str, vc: VenueClock, t: float,
-               summaries: list[WindowSummary]) -> None:
+               summaries: Summaries) -> None:
         open_keys = self.open_flows.get(venue, set())
         nxt = INF
+        ticks: list[list[Any]] = []
         for key in sorted(open_keys):
             flows = self.slots[key].flows
             assert flows is not None
             summaries += flows.close_until(t)
+            ticks += flows.take_ticks()
             pending = flows.next_end()
             if pending is None:
                 open_keys.discard(key)
             elif pending < nxt:
                 nxt = pending
         vc.next_close = nxt
+        self._prices(venue, ticks, summaries)
+
+    def _prices(self, venue: str, ticks: list[list[Any]], summaries: Summaries) -> None:
+        """Closed price buckets of one venue as one record (rows sorted: deterministic)."""
+        if ticks:
+            from detectors.flows import PriceBatch
+
+            ticks.sort(key=lambda r: (r[1], r[0], r[2]))
+            summaries.append(PriceBatch(venue=venue, partition=self.partition,
+                                        tick_s=self.config.tick_s, ticks=ticks))
+
 
     # ------------------------------------------------------------------ memory
     def _admit(self, key: Key, pending: dict[Key, Any]) -> Slot | None:
@@ -295,7 +312,8 @@ class PartitionState:
         if cfg.summaries:
             from detectors.flows import FlowWindows
 
-            flows = FlowWindows(key[0], key[1], window_s=cfg.window_s, partition=self.partition)
+            flows = FlowWindows(key[0], key[1], window_s=cfg.window_s, partition=self.partition,
+                                tick_s=cfg.tick_s)
         slot = self.slots[key] = Slot(MarketMonitor(key[0], key[1], self.market), flows)
         self.newcomers[key] = None
         return slot
@@ -334,7 +352,7 @@ class PartitionState:
     def clocks_max(self) -> float:
         return max((vc.clock for vc in self.clocks.values()), default=-INF)
 
-    def sweep(self, emit: Emit, summaries: list[WindowSummary]) -> None:
+    def sweep(self, emit: Emit, summaries: Summaries) -> None:
         """Drop instruments idle for ``idle_evict_s`` (periodically, by event time)."""
         clock = self.clocks_max()
         if clock < self.next_sweep:
@@ -346,7 +364,7 @@ class PartitionState:
             self._evict(key, emit, summaries)
 
     def _evict(self, key: Key, emit: Emit | None = None,
-               summaries: list[WindowSummary] | None = None) -> None:
+               summaries: Summaries | None = None) -> None:
         slot = self.slots.pop(key)
         self.newcomers.pop(key, None)
         self.halted.discard(key)
@@ -355,14 +373,19 @@ class PartitionState:
             emit(slot.monitor, slot.monitor.flush())
         if summaries is not None and slot.flows is not None:
             summaries += slot.flows.flush()
+            self._prices(key[0], slot.flows.take_ticks(), summaries)
         self._count("evicted", 1)
 
-    def flush(self, emit: Emit, summaries: list[WindowSummary]) -> None:
+    def flush(self, emit: Emit, summaries: Summaries) -> None:
+        ticks: dict[str, list[list[Any]]] = {}
         for key in sorted(self.slots):
             slot = self.slots[key]
             emit(slot.monitor, slot.monitor.flush())
             if slot.flows is not None:
                 summaries += slot.flows.flush()
+                ticks.setdefault(key[0], []).extend(slot.flows.take_ticks())
+        for venue in sorted(ticks):
+            self._prices(venue, ticks[venue], summaries)
         for keys in self.open_flows.values():
             keys.clear()
 

@@ -34,12 +34,12 @@ from streams.dedup import RecentIds
 from streams.partition import EngineConfig, PartitionState
 
 if TYPE_CHECKING:
-    from detectors.flows import WindowSummary
+    from detectors.flows import PriceBatch, WindowSummary
 
 __all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
 Key = tuple[str, str]
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,8 @@ class EngineOutput:
     alerts: list[Alert] = field(default_factory=list)
     halts: list[Halt] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
-    summaries: list[WindowSummary] = field(default_factory=list)
+    #: Window summaries and price batches, for the ``flows`` topic.
+    summaries: list[WindowSummary | PriceBatch] = field(default_factory=list)
     watermarks: list[Watermark] = field(default_factory=list)
     #: Trades refused after decoding: ``future_ts``, ``late``, ``capacity`` (dead letters).
     rejected: list[Rejected] = field(default_factory=list)
