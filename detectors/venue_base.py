@@ -35,7 +35,8 @@ import msgspec
 from detectors.base import Finding
 from detectors.flows import AgentActivity, PairFlow
 
-__all__ = ["AgentFacts", "VenueContext", "VenueDetector", "WindowView", "round_evidence"]
+__all__ = ["AgentFacts", "CrossMarketDetector", "HaltDecision", "PriceBucket", "Tick",
+           "VenueContext", "VenueDetector", "WindowView", "round_evidence"]
 
 
 class WindowView(msgspec.Struct, kw_only=True, gc=False):
@@ -99,6 +100,67 @@ class VenueDetector(Protocol):
     def end_window(self, start: float, end: float, ctx: VenueContext) -> list[Finding]:
         """Every instrument of window ``[start, end)`` has been observed."""
         ...
+
+
+class Tick(NamedTuple):
+    """One instrument's trades in one price bucket (``tick_s``, 5 s by default)."""
+
+    first: float
+    last: float
+    high: float
+    low: float
+    volume: float
+    notional: float
+    trades: int
+
+
+class PriceBucket(NamedTuple):
+    """Every instrument of a venue that traded in ``[start, end)``, closed on the venue
+    watermark. Instruments that did not trade are absent (their last price still holds)."""
+
+    venue: str
+    start: float
+    end: float
+    ticks: dict[str, Tick]
+
+
+class HaltDecision(NamedTuple):
+    """A halt or resumption decided by a stage-2 detector (stage 2 makes the ``halt/1``
+    message: seq, venue, wall time). ``instrument`` ``"*"`` is the whole venue; ``state`` and
+    ``reason`` come from the FIXED lists of DESIGN §3.6; ``resume_at`` ``None`` means until a
+    regulator resumes."""
+
+    ts: float
+    instrument: str
+    state: str
+    reason: str
+    resume_at: float | None
+    reference_price: float | None = None
+    band_low: float | None = None
+    band_high: float | None = None
+    alert_ids: tuple[str, ...] = ()
+
+
+class CrossMarketDetector(Protocol):
+    """A stage-2 detector of the venue as a whole (contagion, market-wide breaker).
+
+    Stage 2 calls, for each closed :class:`PriceBucket` in order of ``start`` (buckets where
+    nothing traded are skipped: use ``start`` for time), ``advance(bucket.start, ctx)`` then
+    ``observe_prices(bucket, ctx)``; after the last bucket it can close, ``advance(watermark,
+    ctx)``. Both return findings and halt decisions. Timed resumptions are returned from
+    ``advance`` once its argument reaches ``resume_at``, stamped ``ts = resume_at`` (not the
+    argument), so live and backtest, which call ``advance`` at different watermarks, decide
+    the same. A decision from ``observe_prices`` has ``ts`` in ``[start, end]``.
+    """
+
+    name: str
+    version: str
+
+    def observe_prices(self, bucket: PriceBucket,
+                       ctx: VenueContext) -> tuple[list[Finding], list[HaltDecision]]: ...
+
+    def advance(self, watermark: float,
+                ctx: VenueContext) -> tuple[list[Finding], list[HaltDecision]]: ...
 
 
 def round_evidence(x: float, digits: int = 6) -> float:
