@@ -127,8 +127,8 @@ class _Tally:
                 self.instruments_capped = True
 
     def judged(self, out: EngineOutput | VenueOutput) -> None:
-        if isinstance(out, VenueOutput):  # stage 2: alerts only (metrics go to the store)
-            out = EngineOutput(alerts=out.alerts)
+        if isinstance(out, VenueOutput):  # stage 2: alerts and halts (metrics go to the store)
+            out = EngineOutput(alerts=out.alerts, halts=out.halts)
         if out.alerts:
             self.alerts_file.write(b"".join(self.enc.encode(a) + b"\n" for a in out.alerts))
             self.alerts.update(a.kind for a in out.alerts)

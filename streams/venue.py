@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import pickle
 import time
 import zlib
@@ -30,12 +31,13 @@ from typing import Any
 import msgspec
 
 from detectors.base import Finding
-from detectors.flows import WindowSummary
+from detectors.flows import PriceBatch, WindowSummary
+from detectors.prices import PriceBoard
 from detectors.stage2 import make_detectors
 from detectors.structure import MarketStructure, StructureMetrics
-from detectors.venue_base import VenueDetector
+from detectors.venue_base import CrossMarketDetector, HaltDecision, VenueDetector
 from streams.checkpoint import CheckpointStore, checkpoint_key
-from streams.contracts import Agent, Alert, encode, iso, parse_ts
+from streams.contracts import Agent, Alert, Halt, encode, iso, parse_ts
 from streams.outputs import DeliveryError, KafkaSink, Record
 from streams.settings import Settings
 from streams.worker import rebalance_listener
@@ -51,10 +53,12 @@ class VenueOutput:
 
     metrics: list[StructureMetrics] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    halts: list[Halt] = field(default_factory=list)
 
     def extend(self, other: VenueOutput) -> None:
         self.metrics += other.metrics
         self.alerts += other.alerts
+        self.halts += other.halts
 
 
 def to_alert(f: Finding, detector: str) -> Alert:
@@ -69,11 +73,18 @@ class VenueStage:
     """Stage-2 state of the venues whose ``flows`` partition this worker owns."""
 
     window_s: float = 60.0
+    tick_s: float = 5.0
     max_venues: int = 1_000
     venues: dict[str, MarketStructure] = field(default_factory=dict)
     #: Names of the stage-2 detectors to run (``None``: all of :data:`detectors.stage2.DETECTORS`).
     detector_names: tuple[str, ...] | None = None
     detectors: dict[str, list[VenueDetector]] = field(default_factory=dict)
+    cross: dict[str, list[CrossMarketDetector]] = field(default_factory=dict)
+    boards: dict[str, PriceBoard] = field(default_factory=dict)
+    #: Last ``seq`` of each (venue, instrument) halt key stage 2 has published.
+    halt_seq: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Wall clock for ``emitted_at`` (not part of any decision).
+    wall_clock: Callable[[], float] = time.time
     #: Builds one venue's detectors from ``detector_names`` (tests and research; not pickled
     #: when it is ``None``, the default).
     factory: Callable[[tuple[str, ...] | None], list[VenueDetector]] | None = None
@@ -92,7 +103,10 @@ class VenueStage:
                 self._count("refused_venue")
                 return None
             ms = self.venues[name] = MarketStructure(name, window_s=self.window_s)
-            self.detectors[name] = (self.factory or make_detectors)(self.detector_names)
+            made = (self.factory or make_detectors)(self.detector_names)
+            self.detectors[name] = [d for d in made if hasattr(d, "observe")]
+            self.cross[name] = [d for d in made if hasattr(d, "observe_prices")]
+            self.boards[name] = PriceBoard(name, tick_s=self.tick_s)
         return ms
 
     def handle(self, value: bytes | None) -> VenueOutput:
@@ -110,6 +124,11 @@ class VenueStage:
                 ms = self.venue(summary.venue)
                 if ms is not None and not ms.add(summary):
                     self._count("duplicate_or_late")
+                return VenueOutput()
+            if value.startswith(b'{"schema":"prices/1"'):
+                batch = msgspec.json.decode(value, type=PriceBatch)
+                if self.venue(batch.venue) is not None:
+                    self.boards[batch.venue].add(batch)
                 return VenueOutput()
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError,
                 ValueError):
@@ -163,13 +182,49 @@ class VenueStage:
                 for det in dets:
                     out.alerts += self._run(det, "end_window", view.window_start,
                                             view.window_end, ms)
+        cross = self.cross.get(name, [])
+        for bucket in self.boards[name].close(watermark):
+            for det in cross:
+                self._cross(out, det, "advance", bucket.start, ms)
+                self._cross(out, det, "observe_prices", bucket, ms)
+        if math.isfinite(watermark):
+            for det in cross:
+                self._cross(out, det, "advance", watermark, ms)
         return out
 
+    def _cross(self, out: VenueOutput, det: CrossMarketDetector, method: str, arg: Any,
+               ms: MarketStructure) -> None:
+        try:
+            findings, decisions = getattr(det, method)(arg, ms)
+        except Exception:  # a detector's bug must not stop the others, nor stage 2
+            log.exception("stage-2 detector %s failed in %s", det.name, method)
+            self._count(f"detector_error:{det.name}")
+            return
+        label = f"{det.name}/{det.version}"
+        out.alerts += [to_alert(f, label) for f in findings]
+        out.halts += [self._halt(ms.venue, d) for d in decisions]
+
+    def _halt(self, venue: str, d: HaltDecision) -> Halt:
+        """A decision as ``halt/1``: ``seq`` is its event time in microseconds, bumped to stay
+        strictly increasing per (venue, instrument) key, as stage 1 does."""
+        key = (venue, d.instrument)
+        seq = max(round(d.ts * 1e6), self.halt_seq.get(key, -1) + 1)
+        self.halt_seq.pop(key, None)
+        self.halt_seq[key] = seq
+        while len(self.halt_seq) > 100_000:  # oldest keys first (insertion order)
+            del self.halt_seq[next(iter(self.halt_seq))]
+        return Halt(seq=seq, ts=iso(d.ts), emitted_at=iso(self.wall_clock()), venue=venue,
+                    instrument=d.instrument, state=d.state, reason=d.reason,
+                    resume_at=iso(d.resume_at) if d.resume_at is not None else None,
+                    reference_price=d.reference_price, band_low=d.band_low,
+                    band_high=d.band_high, alert_ids=list(d.alert_ids))
+
     def flush(self) -> VenueOutput:
-        """End of input (backtest): close every venue's open windows."""
+        """End of input (backtest): close every venue's open windows and price buckets (timed
+        resumptions past the last trade are not invented)."""
         out = VenueOutput()
         for name in sorted(self.venues):
-            out.extend(self.close(name, float("inf")))
+            out.extend(self.close(name, math.inf))
         return out
 
     def feed(self, summaries: Sequence[WindowSummary], watermarks: Sequence[Any]) -> VenueOutput:
@@ -292,6 +347,7 @@ class VenueWorker:
         topics = self.settings.topics
         recs: list[Record] = [(topics.structure, m.venue.encode(), encode(m)) for m in out.metrics]
         recs += [(topics.alerts, a.alert_id.encode(), encode(a)) for a in out.alerts]
+        recs += [(topics.halts, h.instrument.encode(), encode(h)) for h in out.halts]
         try:
             assert self.sink is not None
             await self.sink.deliver(recs)
