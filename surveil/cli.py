@@ -213,6 +213,30 @@ def evaluate(out_dir: Path, labels: Path, grace: float, lenient: bool, as_json: 
         click.echo(json.dumps(ev.to_dict()))
 
 
+@cli.command(name="evaluate-suite")
+@click.option("--scenarios", default="all", show_default=True,
+              help="Comma-separated scenario names, or 'all'.")
+@click.option("--seeds", default="1-5", show_default=True, help="e.g. 1-5 or 1,4,9.")
+@click.option("--duration", type=float, default=3600, show_default=True,
+              help="Event-time seconds per simulated day.")
+@click.option("--jobs", type=int, default=2, show_default=True, help="Processes in parallel.")
+def evaluate_suite(scenarios: str, seeds: str, duration: float, jobs: int) -> None:
+    """Simulate, backtest and score every scenario over several seeds (a Markdown table)."""
+    from replay.evaluate_suite import format_suite, run_suite
+    from replay.market.sim import SCENARIOS
+
+    names = list(SCENARIOS) if scenarios == "all" else scenarios.split(",")
+    bad = sorted(set(names) - set(SCENARIOS))
+    if bad:
+        raise click.BadParameter(f"unknown scenarios: {', '.join(bad)}")
+    if "-" in seeds:
+        lo, hi = seeds.split("-", 1)
+        numbers = list(range(int(lo), int(hi) + 1))
+    else:
+        numbers = [int(x) for x in seeds.split(",")]
+    click.echo(format_suite(run_suite(names, numbers, duration_s=duration, jobs=jobs)))
+
+
 @cli.command()
 @click.argument("tape", type=click.Path(path_type=Path))
 @click.option("--agents", type=click.Path(path_type=Path), help="Agent registry file to publish.")
