@@ -48,6 +48,15 @@ def _instruments(n: int) -> tuple[Instrument, ...]:
                             tick=base[i % len(base)].tick) for i in range(n))
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _producer(brokers: str) -> Any:
     from kafka import KafkaProducer
 
@@ -150,7 +159,9 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
                                        "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
             venue = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker", "--stage",
                                       "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        assert worker is not None and venue is not None
         first_t = last_t = None
+        cpu_first = cpu_last = (0.0, 0.0)
         counted = after_first = 0
         deadline = time.monotonic() + 120 + n_trades / 5_000
         while counted < expected and time.monotonic() < deadline:
@@ -160,9 +171,11 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
                 counted += n
                 if first_t is None:
                     first_t = now
+                    cpu_first = (_cpu_s(worker.pid), _cpu_s(venue.pid))
                 else:
                     after_first += n
                 last_t = now
+                cpu_last = (_cpu_s(worker.pid), _cpu_s(venue.pid))
         bars_c.close()
         if first_t is None or last_t is None or last_t <= first_t or counted < expected:
             raise RuntimeError(f"worker did not finish the tape: {counted:,}/{expected:,} trades "
@@ -170,6 +183,10 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         pipeline = after_first / (last_t - first_t)
         echo(f"pipeline: {pipeline:,.0f} trades/s ({after_first:,} trades in "
              f"{last_t - first_t:.2f} s)")
+        cpu1, cpu2 = (b - a for a, b in zip(cpu_first, cpu_last, strict=True))
+        stage2_share = cpu2 / cpu1 if cpu1 > 0 else None
+        echo(f"cpu over that span: stage 1 {cpu1:.2f} s, stage 2 {cpu2:.2f} s "
+             f"(stage 2 adds {stage2_share or 0:.1%} per trade)")
 
         latencies = _latency(settings, feed, insts, latency_s, echo)
     finally:
@@ -189,6 +206,7 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
         "ceiling_trades_per_s": round(ceiling),
         "pipeline_trades_per_s": round(pipeline),
         "ratio": round(pipeline / ceiling, 3),
+        "stage2_cpu_share": round(stage2_share, 3) if stage2_share is not None else None,
         "p50_ms": round(p50, 1) if p50 is not None else None,
         "p99_ms": round(p99, 1) if p99 is not None else None,
         "halts_measured": len(latencies),
@@ -198,6 +216,7 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
     echo(f"{'ceiling (bare consumer, trades/s)':<34}{figures['ceiling_trades_per_s']:>16,}")
     echo(f"{'pipeline (worker, trades/s)':<34}{figures['pipeline_trades_per_s']:>16,}")
     echo(f"{'ratio':<34}{figures['ratio']:>16}")
+    echo(f"{'stage 2 cpu / stage 1 cpu':<34}{str(figures['stage2_cpu_share']):>16}")
     echo(f"{'publish→halt p50 (ms)':<34}{str(figures['p50_ms']):>16}")
     echo(f"{'publish→halt p99 (ms)':<34}{str(figures['p99_ms']):>16}")
     echo(f"{'halts measured':<34}{len(latencies):>16}")
