@@ -280,6 +280,7 @@ class FlowWindows:
     def _tick_update(self, cols: TradeColumns) -> None:
         ts, px, qty, w = cols.ts, cols.price, cols.qty, self.tick_s
         lo, hi = math.floor(min(ts) / w), math.floor(max(ts) / w)
+        groups: dict[float, tuple[list[float], list[float], list[float]]]
         if lo == hi:  # the common case: one bucket
             groups = {float(lo * w): (ts, px, qty)}
         else:
@@ -289,7 +290,7 @@ class FlowWindows:
                 g[0].append(t)
                 g[1].append(p)
                 g[2].append(q)
-        for start, (t, p, q) in groups.items():
+        for start, (tcol, pcol, qcol) in groups.items():
             tick = self._ticks.get(start)
             if tick is None:
                 if start <= self._forgotten:
@@ -297,7 +298,7 @@ class FlowWindows:
                 if len(self._ticks) >= 4 * self.max_open:
                     self._tick_close(min(self._ticks))
                 tick = self._ticks[start] = _Tick(self._tick_seqs.get(start, 0))
-            tick.add(t, p, q)
+            tick.add(tcol, pcol, qcol)
 
     def _tick_close(self, start: float) -> None:
         tick = self._ticks.pop(start)

@@ -98,7 +98,7 @@ class PriceBoard:
                                                                        kv[0][2])):
                 old = ticks.get(inst)
                 if old is None:
-                    ticks[inst] = Tick(*v[:6], int(v[6]))
+                    ticks[inst] = Tick(v[0], v[1], v[2], v[3], v[4], v[5], int(v[6]))
                 else:
                     ticks[inst] = Tick(old.first, old.last, max(old.high, v[2]),
                                        min(old.low, v[3]), old.volume + v[4],

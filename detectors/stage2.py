@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Sequence
 from typing import Final
 
-from detectors.venue_base import VenueDetector
+from detectors.venue_base import CrossMarketDetector, VenueDetector
 
 __all__ = ["DETECTORS", "make_detectors"]
 
@@ -21,13 +21,14 @@ __all__ = ["DETECTORS", "make_detectors"]
 DETECTORS: Final[tuple[tuple[str, str], ...]] = ()
 
 
-def make_detectors(names: Sequence[str] | None = None) -> list[VenueDetector]:
+def make_detectors(names: Sequence[str] | None = None
+                   ) -> list[VenueDetector | CrossMarketDetector]:
     """Fresh detectors for one venue: all of :data:`DETECTORS`, or those named."""
     chosen = [(n, target) for n, target in DETECTORS if names is None or n in names]
     unknown = set(names or ()) - {n for n, _ in DETECTORS}
     if unknown:
         raise ValueError(f"unknown stage-2 detectors: {', '.join(sorted(unknown))}")
-    out: list[VenueDetector] = []
+    out: list[VenueDetector | CrossMarketDetector] = []
     for _, target in chosen:
         module, cls = target.split(":")
         out.append(getattr(importlib.import_module(module), cls)())

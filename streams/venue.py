@@ -87,7 +87,8 @@ class VenueStage:
     wall_clock: Callable[[], float] = time.time
     #: Builds one venue's detectors from ``detector_names`` (tests and research; not pickled
     #: when it is ``None``, the default).
-    factory: Callable[[tuple[str, ...] | None], list[VenueDetector]] | None = None
+    factory: Callable[[tuple[str, ...] | None],
+                      Sequence[VenueDetector | CrossMarketDetector]] | None = None
     watermarks: dict[str, dict[int, float]] = field(default_factory=dict)
     closed_at: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -103,7 +104,7 @@ class VenueStage:
                 self._count("refused_venue")
                 return None
             ms = self.venues[name] = MarketStructure(name, window_s=self.window_s)
-            made = (self.factory or make_detectors)(self.detector_names)
+            made: list[Any] = list((self.factory or make_detectors)(self.detector_names))
             self.detectors[name] = [d for d in made if hasattr(d, "observe")]
             self.cross[name] = [d for d in made if hasattr(d, "observe_prices")]
             self.boards[name] = PriceBoard(name, tick_s=self.tick_s)
@@ -184,12 +185,12 @@ class VenueStage:
                                             view.window_end, ms)
         cross = self.cross.get(name, [])
         for bucket in self.boards[name].close(watermark):
-            for det in cross:
-                self._cross(out, det, "advance", bucket.start, ms)
-                self._cross(out, det, "observe_prices", bucket, ms)
+            for xd in cross:
+                self._cross(out, xd, "advance", bucket.start, ms)
+                self._cross(out, xd, "observe_prices", bucket, ms)
         if math.isfinite(watermark):
-            for det in cross:
-                self._cross(out, det, "advance", watermark, ms)
+            for xd in cross:
+                self._cross(out, xd, "advance", watermark, ms)
         return out
 
     def _cross(self, out: VenueOutput, det: CrossMarketDetector, method: str, arg: Any,
@@ -227,7 +228,7 @@ class VenueStage:
             out.extend(self.close(name, math.inf))
         return out
 
-    def feed(self, summaries: Sequence[WindowSummary], watermarks: Sequence[Any]) -> VenueOutput:
+    def feed(self, summaries: Sequence[WindowSummary | PriceBatch], watermarks: Sequence[Any]) -> VenueOutput:
         """Stage 1's output, in process (backtest): encoded and handled as the ``flows`` records
         the live stage 1 would publish, so both paths decode the same bytes."""
         out = VenueOutput()
