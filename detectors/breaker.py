@@ -35,6 +35,8 @@ class BreakerConfig:
     ludp_pause_s: float = 300.0
     velocity_pause_s: float = 60.0
     spike_halt_s: float = 600.0
+    #: A dynamic-breaker pause (reason ``LUDP``; CME dynamic circuit breakers: 2 minutes).
+    dynamic_pause_s: float = 120.0
 
     def duration(self, reason: str) -> float:
         return {"LUDP": self.ludp_pause_s, "VELOCITY": self.velocity_pause_s,
@@ -102,10 +104,12 @@ class CircuitBreaker:
         band_low: float | None,
         band_high: float | None,
         alert_ids: list[str],
+        duration: float | None = None,
     ) -> Transition:
-        """Pause (``LUDP``, ``VELOCITY``) or halt (``SPIKE``) at event time ``ts``."""
+        """Pause (``LUDP``, ``VELOCITY``) or halt (``SPIKE``) at event time ``ts``, for
+        ``duration`` seconds (default: the reason's, from the configuration)."""
         state = HALTED if reason == "SPIKE" else PAUSED
-        until = ts + self.config.duration(reason)
+        until = ts + (self.config.duration(reason) if duration is None else duration)
         if self.state != TRADING and self.resume_at is not None:  # escalation: never soften
             until = max(until, self.resume_at)
             if self.state == HALTED:

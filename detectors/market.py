@@ -43,36 +43,32 @@ window, the limit state, the last ``5 · evidence_trades`` trades), as flat colu
 from __future__ import annotations
 
 import math
-import re
-import struct
-import sys
-import zlib
-from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import MutableSequence
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
 from typing import Any
 
 from detectors.base import Finding, TradeColumns, score_ratio, stable_id
 from detectors.breaker import PAUSED, TRADING, BreakerConfig, CircuitBreaker, Transition
+from detectors.market_store import Bars as _Bars
+from detectors.market_store import Range as _Range
+from detectors.market_store import Row
+from detectors.market_store import Trades as _Trades
+from detectors.market_store import clocks as _clocks
 
 __all__ = ["MarketConfig", "MarketMonitor", "MonitorOutput"]
 
 DETECTOR = "market/1"
 BarTuple = tuple[int, float, float, float, float, float, float, int]
-#: A remembered trade: ``(clock, trade_id, price, qty, buyer, seller)``.
-Row = tuple[float, str, float, float, str, str]
 #: The open bar: second, open, high, low, close, filtered high, low and close, sum and count of
 #: filtered prints, volume, notional.
 OpenBar = tuple[int, float, float, float, float, float, float, float, float, int, float, float]
 
-#: Trades per compressed block of remembered trades (fewer stay as flat columns).
-_BLOCK = 48
 #: Stands for a trade the full ``recent_trades`` window would still hold but no alert can cite.
 _GONE: Row = (-math.inf, "", math.nan, math.nan, "", "")
 _INF = math.inf
+#: Reason codes (DESIGN §3.6) of the triggers that have none of their own.
+_REASON = {"DYNAMIC": "LUDP", "ANCHOR": "SPIKE"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +94,33 @@ class MarketConfig:
     band_cap: float = 0.30
     velocity_cap: float = 0.40
     spike_cap: float = 1.00
-    #: An instrument silent this long (event time) starts afresh, as a new instrument would.
+    #: An instrument silent this long (event time) starts afresh, as a new instrument would
+    #: (but for its last known price and volatility: it wakes up cold, see ``cold_band``).
     idle_reset_s: float = 3600.0
+    #: Dynamic breaker (CME dynamic circuit breakers; Coinbase ±10% hourly): beyond ``dynamic``
+    #: below the filtered high (above the low) of the last ``dynamic_window_s`` since the last
+    #: reopening ⇒ ``PAUSED`` (``LUDP``) for ``breaker.dynamic_pause_s``, where
+    #: ``dynamic = min(dynamic_cap, max(dynamic_floor, dynamic_k·σ·√dynamic_window_s))``.
+    dynamic_window_s: int = 3600
+    dynamic_floor: float = 0.10
+    dynamic_k: float = 5.0
+    dynamic_cap: float = 0.30
+    #: Containment through reopenings. A pause opens an episode whose anchor is the hour's low
+    #: (a rise) or high (a fall) before it; pauses do not reset it. The ``escalate_after``-th
+    #: pause in the same direction within ``episode_s`` of the previous one halts instead
+    #: (``SPIKE``); so does a move of ``anchor_cap`` from the anchor (up ×2, down ÷2 at 1.0).
+    #: ``escalate_after=0`` switches episodes off.
+    episode_s: float = 1800.0
+    escalate_after: int = 3
+    anchor_cap: float = 1.00
+    #: Cold and thin markets: until warmed up, and for ``warmup_s`` after waking from a silence
+    #: that emptied the reference window, the reference is the last known price (a new
+    #: instrument: its first filtered prints) and the band is static: ``max(cold_band,
+    #: wake_k·σ·√silence)`` (capped by ``band_cap``), spike ``max(cold_spike, spike_mult·band)``.
+    #: ``cold_band=inf`` switches it off (not judged before warm-up, as before).
+    cold_band: float = 0.10
+    cold_spike: float = 0.30
+    wake_k: float = 8.0
     recent_trades: int = 512
     evidence_trades: int = 20
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -117,282 +138,13 @@ class MonitorOutput:
         self.bars += other.bars
 
 
-_WIDER = {"B": "H", "H": "I", "I": "q"}
-
-
-def _push(a: MutableSequence[int], v: int) -> MutableSequence[int]:
-    """Append ``v`` to a compact int array, widened (then made a list) if it does not fit."""
-    try:
-        a.append(v)
-    except OverflowError:
-        wider = _WIDER.get(a.typecode) if isinstance(a, array) else None
-        return _push(array(wider, a) if wider else list(a), v)
-    return a
-
-
-class _Bars:
-    """Closed bars of the reference window, a deque of at most ``maxlen`` bars (the caller says
-    how many with each bar): their second (from ``base``), sum and count of filtered prints and,
-    for the newest (those still in the velocity window), their filtered high and low."""
-
-    __slots__ = ("base", "hilo", "n", "psum", "sec")
-
-    def __init__(self) -> None:
-        self.base = 0
-        self.sec: MutableSequence[int] = array("H")
-        self.n: MutableSequence[int] = array("B")
-        self.psum = array("d")
-        self.hilo = array("d")  # high, low of the newest len(hilo) // 2 bars
-
-    def __len__(self) -> int:
-        return len(self.psum)
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return self.base, self.sec, self.n, self.psum, self.hilo
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.base, self.sec, self.n, self.psum, self.hilo = state
-
-    def append(self, sec: int, psum: float, n: int, hi: float, lo: float, maxlen: int) -> None:
-        """Append a bar; the oldest goes if the deque is full (as ``deque.append``)."""
-        if len(self.psum) == maxlen:
-            self.popleft()
-        if not self.psum:
-            self.base = sec
-        off = sec - self.base
-        if off > 0xFFFF and self.sec[0]:  # count from the oldest second again
-            shift = self.sec[0]
-            shifted = [x - shift for x in self.sec]
-            self.sec = array(self.sec.typecode, shifted) if isinstance(self.sec, array) \
-                else shifted
-            self.base += shift
-            off -= shift
-        secs, counts = self.sec, self.n
-        if (len(self.psum) < 8 and isinstance(secs, array) and isinstance(counts, array)
-                and off <= 0xFFFF and n <= 0xFF):  # a young ring: no spare room
-            self.sec = secs + array(secs.typecode, (off,))
-            self.n = counts + array(counts.typecode, (n,))
-            self.psum = self.psum + array("d", (psum,))
-            self.hilo = self.hilo + array("d", (hi, lo))
-            return
-        self.sec = _push(self.sec, off)
-        self.n = _push(self.n, n)
-        self.psum.append(psum)
-        self.hilo.append(hi)
-        self.hilo.append(lo)
-
-    def first(self) -> int:
-        return self.sec[0] + self.base
-
-    def popleft(self) -> tuple[float, int]:
-        if len(self.hilo) == 2 * len(self.psum):
-            del self.hilo[:2]
-        psum, n = self.psum[0], self.n[0]
-        del self.sec[0], self.n[0], self.psum[0]
-        return psum, n
-
-    def clear(self) -> None:
-        del self.sec[:], self.n[:], self.psum[:], self.hilo[:]
-
-    def window(self, start: int) -> tuple[float, float]:
-        """Filtered high and low of the bars from second ``start`` on (newest first, as the
-        checks always did); older extremes are dropped, ``start`` never goes back."""
-        hilo = self.hilo
-        keep = 2 * (len(self.sec) - bisect_left(self.sec, start - self.base))
-        if len(hilo) > keep:
-            del hilo[:len(hilo) - keep]
-        return (max(chain((-_INF,), reversed(hilo[0::2]))),
-                min(chain((_INF,), reversed(hilo[1::2]))))
-
-
-_ZERO = array("d", (0.0,))
-_LITTLE = sys.byteorder == "little"
-_FIRST = struct.Struct("<d")
-_ESCAPE = re.compile("\x01(.)", re.DOTALL)
-
-
-def _le(a: array[Any]) -> bytes:
-    if _LITTLE:
-        return a.tobytes()
-    b = array(a.typecode, a)
-    b.byteswap()
-    return b.tobytes()
-
-
-def _from(typecode: str, data: bytes) -> array[Any]:
-    a = array(typecode)
-    a.frombytes(data)
-    if not _LITTLE:
-        a.byteswap()
-    return a
-
-
-def _deflate(data: bytes) -> bytes:
-    """Raw deflate, level 1, with a small state (4 KB window: about a block's size)."""
-    z = zlib.compressobj(1, zlib.DEFLATED, -12, 5)
-    return z.compress(data) + z.flush()
-
-
-def _escape(s: str) -> str:
-    return s.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02")
-
-
-def _unescape(s: str) -> str:
-    return _ESCAPE.sub(lambda m: "\x00" if m[1] == "\x02" else m[1], s)
-
-
-class _Trades:
-    """The trades an alert could still cite, oldest first.
-
-    The newest (fewer than ``block``) are flat: ``floats`` holds clock, price and quantity of
-    each, ``text`` its trade id, buyer and seller, NUL-separated (escaped with ``\x01`` where they
-    contain one). Every ``block`` trades become one block of ``blob``: the clock of its first
-    trade, then the raw-deflated columns (clocks byte-shuffled, prices, quantities, ids, buyers,
-    sellers); ``ends`` holds where each block ends.
-
-    ``size`` is how many trades the plain ``deque(maxlen=recent_trades)`` would hold: the trades
-    kept are the newest of those (the others can be in no alert's window)."""
-
-    __slots__ = ("blob", "block", "ends", "floats", "held", "size", "text")
-
-    def __init__(self, size: int = 0) -> None:
-        self.size, self.block = size, _BLOCK
-        self.blob = b""
-        self.ends: array[int] | None = None  # allocated with the first block
-        self.held = 0  # flat trades
-        self.floats = array("d")
-        self.text = ""
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return self.size, self.block, self.blob, self.ends, self.held, self.floats, self.text
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.size, self.block, self.blob, self.ends, self.held, self.floats, self.text = state
-
-    def __len__(self) -> int:
-        return len(self.ends or ()) * self.block + self.held
-
-    def add(self, clocks: list[float], at: int, cols: TradeColumns, lo: int, hi: int) -> bool:
-        """Append trades ``lo:hi`` of ``cols`` (their clocks: ``clocks[at:]``); True if that
-        filled a block."""
-        held, sealed, block = self.held, False, self.block
-        if hi - lo == 1 and held < block - 1:  # one trade (a small live batch): the short way
-            self.floats += array("d", (clocks[at], cols.price[lo], cols.qty[lo]))
-            text = f"{cols.trade_id[lo]}\x00{cols.buyer[lo]}\x00{cols.seller[lo]}"
-            if text.count("\x00") != 2 or "\x01" in text:
-                text = "\x00".join(map(_escape, (cols.trade_id[lo], cols.buyer[lo],
-                                                 cols.seller[lo])))
-            self.text = f"{self.text}\x00{text}" if held else text
-            self.held = held + 1
-            return False
-        while lo < hi:
-            k = min(hi - lo, block - held)
-            end = lo + k
-            floats = _ZERO * (3 * k)  # interleaved: clock, price, quantity, ...
-            floats[0::3] = array("d", clocks[at:at + k])
-            floats[1::3] = array("d", cols.price[lo:end])
-            floats[2::3] = array("d", cols.qty[lo:end])
-            self.floats = self.floats + floats if held else floats  # (no spare capacity)
-            strings: list[str] = [""] * (3 * k)
-            strings[0::3] = cols.trade_id[lo:end]
-            strings[1::3] = cols.buyer[lo:end]
-            strings[2::3] = cols.seller[lo:end]
-            text = "\x00".join(strings)
-            if text.count("\x00") != 3 * k - 1 or "\x01" in text:
-                text = "\x00".join(map(_escape, strings))
-            self.text = f"{self.text}\x00{text}" if held else text
-            held += k
-            lo, at = end, at + k
-            if held == block:
-                self._seal()
-                held, sealed = 0, True
-        self.held = held
-        return sealed
-
-    def _seal(self) -> None:
-        """The flat trades (``block`` of them) become one compressed block."""
-        floats, fields = self.floats, self.text.split("\x00")
-        raw = _le(floats[0::3])
-        data = (b"".join([raw[i::8] for i in range(8)]) + _le(floats[1::3]) + _le(floats[2::3])
-                + "\x00".join(fields[0::3] + fields[1::3] + fields[2::3]).encode(
-                    "utf-8", "surrogatepass"))
-        self.blob += _FIRST.pack(floats[0]) + _deflate(data)
-        if self.ends is None:
-            self.ends = array("I")
-        self.ends.append(len(self.blob))
-        self.held, self.floats, self.text = 0, array("d"), ""
-
-    def first(self, i: int) -> float:
-        """Clock of the first trade of block ``i``."""
-        ends = self.ends
-        first: float = _FIRST.unpack_from(self.blob, ends[i - 1] if i and ends else 0)[0]
-        return first
-
-    def prune(self, need: float, keep: int) -> None:
-        """Forget the oldest trades no alert can cite any more: those beyond the newest ``size``,
-        and those followed by a trade before ``need`` (the earliest window start still possible)
-        and by at least ``keep`` trades (the spike window). Blocks go whole."""
-        ends, block, size = self.ends, self.block, self.size
-        after = len(self)
-        if ends:
-            nb, gone = len(ends), 0
-            while gone < nb:
-                after -= block
-                nxt = (self.first(gone + 1) if gone + 1 < nb
-                       else self.floats[0] if self.held else _INF)
-                if not (after >= size or (after >= keep and nxt < need)):
-                    break
-                gone += 1
-            if gone:
-                cut = ends[gone - 1]
-                self.blob = self.blob[cut:]
-                self.ends = array("I", [e - cut for e in ends[gone:]]) if gone < nb else None
-            if gone < nb:
-                return
-        held = self.held
-        drop = max(min(bisect_left(self.floats[0::3], need) - 1, held - keep), held - size, 0)
-        if drop:
-            del self.floats[:3 * drop]
-            self.text = self.text.split("\x00", 3 * drop)[3 * drop]
-            self.held = held - drop
-
-    def rows(self) -> list[Row]:
-        """Every trade kept, oldest first."""
-        rows: list[Row] = []
-        blob, start, n = self.blob, 0, self.block
-        for end in self.ends or ():
-            raw = zlib.decompress(blob[start + _FIRST.size:end], -15)
-            start = end
-            clocks = bytearray(8 * n)
-            for i in range(8):
-                clocks[i::8] = raw[i * n:(i + 1) * n]
-            strings = _strings(raw[24 * n:].decode("utf-8", "surrogatepass"))
-            rows += zip(_from("d", bytes(clocks)), strings[:n], _from("d", raw[8 * n:16 * n]),
-                        _from("d", raw[16 * n:24 * n]), strings[n:2 * n], strings[2 * n:],
-                        strict=True)
-        if self.held:
-            floats, strings = self.floats, _strings(self.text)
-            rows += zip(floats[0::3], strings[0::3], floats[1::3], floats[2::3], strings[1::3],
-                        strings[2::3], strict=True)
-        return rows
-
-
-def _strings(text: str) -> list[str]:
-    strings = text.split("\x00")
-    return [_unescape(s) for s in strings] if "\x01" in text else strings
-
-
-def _clocks(cols: TradeColumns, lo: int, hi: int, clock: float, ordered: bool) -> list[float]:
-    """The monitor's clock at trades ``lo:hi`` (the newest ``ts`` so far), ``clock`` before."""
-    if ordered:
-        return cols.ts[lo:hi]
-    return list(accumulate(cols.ts[lo:hi], max, initial=clock))[1:]
-
-
 _STATE = ("venue", "instrument", "config", "breaker", "clock", "first_sec", "bar", "_bars",
           "ref_sum", "ref_n", "_rolls", "var", "nret", "prev_sec", "prev_mclose", "p1", "p2",
           "_trades", "ref", "sigma", "band", "velocity", "spike", "win_hi", "win_lo", "ready",
-          "_reopen_pending")
+          "_reopen_pending", "_range", "dyn_since", "guard", "episode", "cold",
+          "judge")
+#: No guard levels (shared, so a newcomer costs no tuple of its own).
+_NO_GUARD = (0.0, math.inf)
 
 
 class MarketMonitor:
@@ -424,6 +176,16 @@ class MarketMonitor:
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.ready = False
         self._reopen_pending = False
+        self._range: _Range | None = None  # allocated once warm (the dynamic breaker)
+        self.dyn_since = 0  # the dynamic range counts from this minute (the last reopening)
+        #: per second: below guard[0] or above guard[1] ⇒ dynamic breaker or episode anchor
+        self.guard: tuple[float, float] | None = None
+        #: containment episode: (anchor, direction ±1, same-direction pauses, last pause clock)
+        self.episode: tuple[float, int, int, float] | None = None
+        #: cold regime: (reference or None until known, until second, band, spike); None for
+        #: a new instrument (cold until warm, around its first prints) and once warm
+        self.cold: tuple[float | None, int, float, float] | None = None
+        self.judge = False  # checks run (warm, or cold with a reference)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, k) for k in _STATE)
@@ -465,8 +227,9 @@ class MarketMonitor:
         trading = br.state == TRADING
         reopen = self._reopen_pending
         p1, p2 = self.p1, self.p2
-        ready, ref, band, velocity, spike = self.ready, self.ref, self.band, self.velocity, \
+        judge, ref, band, velocity, spike = self.judge, self.ref, self.band, self.velocity, \
             self.spike
+        g_lo, g_hi = self.guard or _NO_GUARD
         win_hi, win_lo = self.win_hi, self.win_lo
         bar = self.bar
         if bar is None:
@@ -482,10 +245,11 @@ class MarketMonitor:
                 if t - clock >= idle_reset and trading and bsec is not None:
                     self.bar = (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot)
                     self.clock = clock
-                    out.extend(self._restart())
+                    out.extend(self._restart(t))
                     br, trading, reopen, bsec = self.breaker, True, False, None
-                    p1 = p2 = ref = None
-                    ready, band, velocity, spike = False, self.band, self.velocity, self.spike
+                    p1, p2, ref = self.p1, self.p2, None
+                    judge, band, velocity, spike = False, self.band, self.velocity, self.spike
+                    g_lo, g_hi = self.guard or _NO_GUARD
                     win_hi, win_lo = self.win_hi, self.win_lo
                     start, start_clock, ordered = i, clock, True
                 clock = t
@@ -501,14 +265,16 @@ class MarketMonitor:
                 self._roll(sec, out, None if bsec is None else
                            (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot))
                 bsec = None
-                p1, p2, ready, ref = self.p1, self.p2, self.ready, self.ref
+                p1, p2, judge, ref = self.p1, self.p2, self.judge, self.ref
+                g_lo, g_hi = self.guard or _NO_GUARD
                 band, velocity, spike = self.band, self.velocity, self.spike
                 win_hi, win_lo = self.win_hi, self.win_lo
             if reopen:
-                self._reopen()
+                self._reopen(sec)
                 reopen = False
                 p1 = p2 = ref = None
                 win_hi, win_lo = -_INF, _INF
+                g_lo, g_hi = self.guard or _NO_GUARD
             if p1 is None or p2 is None:
                 m = p
                 p2 = p
@@ -540,7 +306,7 @@ class MarketMonitor:
                 bn += 1
                 bv += q
                 bnot += p * q
-            if not ready:
+            if not judge:
                 continue
             if trading:
                 hi = bmh if bmh > win_hi else win_hi
@@ -550,29 +316,42 @@ class MarketMonitor:
                 adev = abs(dev)
                 if not (band and velocity):  # degenerate thresholds: the severity below
                     ratio = max(adev / band, max(down, up) / velocity)  # raises, as always
-                if adev >= spike or down >= velocity or up >= velocity or (
-                        adev > band and self._limit(clock, dev)):
+                if adev >= spike or down >= velocity or up >= velocity or m < g_lo or \
+                        m > g_hi or (adev > band and self._limit(clock, dev)):
                     # one severity for every trigger, so a bigger move never scores lower
                     ratio = max(adev / band, max(down, up) / velocity)
                     pend = (cols, start, i + 1, start_clock, ordered)
+                    trading = False
                     if adev >= spike:
                         self._trip("SPIKE", clock, cols.trade_id[i], adev, spike, dev, out,
                                    pend, ref=ref, ratio=ratio)
+                    elif (m < g_lo or m > g_hi) and self._guarded(
+                            m, clock, cols.trade_id[i], out, pend, ref=ref, ratio=ratio,
+                            dynamic=not (down >= velocity or up >= velocity)):
+                        pass
                     elif down >= velocity or up >= velocity:
                         move = -down if down >= up else up
                         self._trip("VELOCITY", clock, cols.trade_id[i], abs(move), velocity,
                                    move, out, pend, ref=ref, ratio=ratio,
                                    extra={"window_high": hi, "window_low": lo})
-                    else:
+                    elif adev > band and self._limit(clock, dev):
                         self._trip("LUDP", clock, cols.trade_id[i], adev, band, dev, out, pend,
                                    ref=ref, ratio=ratio,
                                    extra={"limit_state_since": br.limit_since})
-                    trading = False
+                    else:  # near a guard level, not beyond it
+                        trading = True
+                        if br.limit_since is not None and not adev > band:
+                            br.exit_limit()
                 elif br.limit_since is not None and not adev > band:
                     br.exit_limit()
             elif br.state == PAUSED and br.reference_price:
                 dev = m / br.reference_price - 1.0
-                if abs(dev) >= spike:
+                if (m < g_lo or m > g_hi) and self._guarded(
+                        m, clock, cols.trade_id[i], out, (cols, start, i + 1, start_clock,
+                                                          ordered),
+                        ref=br.reference_price, ratio=abs(dev) / band, dynamic=False):
+                    pass
+                elif abs(dev) >= spike:
                     self._trip("SPIKE", clock, cols.trade_id[i], abs(dev), spike, dev, out,
                                (cols, start, i + 1, start_clock, ordered),
                                ref=br.reference_price, ratio=abs(dev) / band)
@@ -607,12 +386,19 @@ class MarketMonitor:
     def idle_since(self) -> float:
         return self.clock
 
-    def _restart(self) -> MonitorOutput:
+    def _restart(self, now: float) -> MonitorOutput:
         """Silent for ``idle_reset_s``: close the open bar and start afresh (as eviction would)."""
         out = self.flush()
-        clock = self.clock
+        clock, last, last_sec, var = self.clock, self.prev_mclose, self.prev_sec, self.var
+        p1, p2 = self.p1, self.p2
         self.__init__(self.venue, self.instrument, self.config)  # type: ignore[misc]
         self.clock = clock
+        if self.cold is not None and last and last_sec is not None:
+            # it wakes up cold: judged against its last known price (and prints) at once
+            self.var = var  # for the width of the waking band only: learnt afresh from now
+            self.cold = self._cold(last, now - last_sec, 0)
+            self.var = 0.0
+            self.p1, self.p2 = p1, p2
         return out
 
     # ------------------------------------------------------------------ internals
@@ -644,6 +430,8 @@ class MarketMonitor:
             bars.append(bsec, psum, n, mhi, mlo, cfg.ref_window_s + 1)
             self.ref_sum += psum
             self.ref_n += n
+            if self._range is not None:
+                self._range.add(bsec, mhi, mlo)
             self._learn(bsec, mclose,
                         learn=self.breaker.trading and self.breaker.limit_since is None)
         horizon = sec - cfg.ref_window_s
@@ -659,7 +447,13 @@ class MarketMonitor:
             self.ref = self.ref_sum / self.ref_n
         else:  # nothing traded in the reference window: the market is waking up, judge afresh
             self.ref = None
-            self.p1 = self.p2 = None
+            prev = self.prev_sec
+            if (prev is not None and sec - prev >= cfg.ref_window_s and self.prev_mclose
+                    and not math.isinf(cfg.cold_band)):
+                # against its last known price (and prints: one stray print cannot trip)
+                self.cold = self._cold(self.prev_mclose, sec - prev, sec)
+            else:
+                self.p1 = self.p2 = None
         sigma = self.sigma = math.sqrt(self.var)
         self.band = min(cfg.band_cap, max(cfg.band_floor,
                                           cfg.band_k * sigma * math.sqrt(cfg.band_scale_s)))
@@ -668,7 +462,93 @@ class MarketMonitor:
         self.spike = min(cfg.spike_cap, max(cfg.spike_floor, cfg.spike_mult * self.band))
         self.win_hi, self.win_lo = (bars.window(sec - cfg.velocity_window_s) if bars
                                     else (-_INF, _INF))
-        self.ready = (self.nret >= cfg.warmup_returns and sec - self.first_sec >= cfg.warmup_s)
+        self.ready = ready = (self.nret >= cfg.warmup_returns
+                              and sec - self.first_sec >= cfg.warmup_s)
+        judge, cold = ready, self.cold
+        if cold is None and not ready and not math.isinf(cfg.cold_band):  # a new instrument
+            cold = (None, 0, cfg.cold_band, cfg.cold_spike)
+        if cold is not None:
+            cref, until, cband, cspike = cold
+            if ready and sec >= until:
+                self.cold = None
+            else:
+                if cref is None and self.ref_n >= 3 and self.ref:  # its first filtered prints
+                    cref = self.ref
+                    self.cold = (cref, until, cband, cspike)
+                if cref is not None:
+                    self.ref, self.band, self.spike = cref, cband, cspike
+                judge = cref is not None
+        self.judge = judge
+        self._levels(sec, ready)
+
+    def _cold(self, last: float, silence: float, sec: int) -> tuple[float, int, float, float]:
+        """Cold regime after ``silence`` seconds: a static band around the last known price,
+        wider the longer the silence and the noisier the instrument was."""
+        cfg = self.config
+        band = min(cfg.band_cap, max(cfg.cold_band,
+                                     cfg.wake_k * math.sqrt(self.var * silence)))
+        return last, sec + int(cfg.warmup_s), band, min(cfg.spike_cap, max(
+            cfg.cold_spike, cfg.spike_mult * band))
+
+    def _levels(self, sec: int, ready: bool) -> None:
+        """This second's guard levels: the dynamic breaker's and the episode anchor's."""
+        cfg = self.config
+        g_lo, g_hi = 0.0, _INF
+        rng = self._range
+        if ready and rng is None and not math.isinf(cfg.dynamic_floor):
+            rng = self._range = _Range(max(1, cfg.dynamic_window_s // 60))
+        if rng is not None and ready:
+            dyn = self._dynamic()
+            dh, dl = rng.extremes(self.dyn_since)
+            if dh > 0.0:
+                g_lo, g_hi = dh * (1.0 - dyn), dl * (1.0 + dyn)
+        ep = self.episode
+        if ep is not None:
+            if sec - ep[3] > cfg.episode_s:
+                self.episode = None
+            elif ep[1] > 0:
+                g_hi = min(g_hi, ep[0] * (1.0 + cfg.anchor_cap))
+            else:
+                g_lo = max(g_lo, ep[0] / (1.0 + cfg.anchor_cap))
+        self.guard = None if g_hi == _INF and not g_lo else (g_lo, g_hi)
+
+    def _dynamic(self) -> float:
+        cfg = self.config
+        return min(cfg.dynamic_cap, max(cfg.dynamic_floor, cfg.dynamic_k * self.sigma
+                                        * math.sqrt(cfg.dynamic_window_s)))
+
+    def _guarded(self, m: float, clock: float, tid: str, out: MonitorOutput,
+                 pend: tuple[TradeColumns, int, int, float, bool], *, ref: float | None,
+                 ratio: float, dynamic: bool) -> bool:
+        """Beyond a guard level: halt at the episode anchor, or (``dynamic``) pause by the
+        dynamic breaker. False when neither is what was crossed."""
+        cfg, ep = self.config, self.episode
+        if ep is not None:
+            anchor, side, pauses, _ = ep
+            cap = cfg.anchor_cap
+            if m >= anchor * (1.0 + cap) if side > 0 else m <= anchor / (1.0 + cap):
+                move = m / anchor - 1.0
+                limit = cap if side > 0 else 1.0 - 1.0 / (1.0 + cap)
+                self._trip("ANCHOR", clock, tid, abs(move), limit, move, out, pend, ref=ref,
+                           ratio=max(ratio, abs(move) / limit),
+                           extra={"episode_anchor": anchor, "episode_pauses": pauses})
+                # re-based: the next automatic halt of this kind needs as large a move again
+                self.episode = (m, side, pauses, clock)
+                return True
+        rng = self._range
+        if dynamic and rng is not None and self.ready:
+            dh, dl = rng.extremes(self.dyn_since)
+            down, up = 1.0 - m / dh, m / dl - 1.0
+            dyn = self._dynamic()
+            if down >= dyn or up >= dyn:
+                move = -down if down >= up else up
+                self._trip("DYNAMIC", clock, tid, abs(move), dyn, move, out, pend, ref=ref,
+                           ratio=max(ratio, abs(move) / dyn),
+                           extra={"range_high": dh, "range_low": dl,
+                                  "range_since": 60.0 * max(self.dyn_since,
+                                                            rng.newest - len(rng.minute) + 1)})
+                return True
+        return False
 
     def _learn(self, sec: int, mclose: float, *, learn: bool) -> None:
         """EWMA of squared one-second log returns of the filtered close, clipped once warm.
@@ -699,7 +579,7 @@ class MarketMonitor:
         # rolled), whether the resumption was noticed by its own trade or by the global clock.
         self._reopen_pending = True
 
-    def _reopen(self) -> None:
+    def _reopen(self, sec: int) -> None:
         """LULD: the reopening trades become the new reference; the velocity window restarts."""
         self._reopen_pending = False
         if self._bars is not None:
@@ -707,6 +587,11 @@ class MarketMonitor:
         self.ref_sum, self.ref_n, self.ref = 0.0, 0, None
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.p1 = self.p2 = None
+        self.dyn_since = sec // 60  # CME: the dynamic range restarts at reopening
+        cold = self.cold
+        if cold is not None:  # a cold reference restarts from the reopening prints too
+            self.cold = (None, *cold[1:])
+        self._levels(sec, self.ready)
 
     def _need(self) -> float:
         """The earliest start an alert's window can still have: the velocity window or the
@@ -754,35 +639,49 @@ class MarketMonitor:
             return rows[len(rows) - size:]
         return [_GONE] * (size - len(rows)) + rows
 
-    def _trip(self, reason: str, clock: float, tid: str, measure: float, threshold: float,
+    def _trip(self, trigger: str, clock: float, tid: str, measure: float, threshold: float,
               move: float, out: MonitorOutput, pend: tuple[TradeColumns, int, int, float, bool],
               *, ref: float | None, ratio: float, extra: dict[str, Any] | None = None) -> None:
+        """Emit the finding and the breaker's transition of ``trigger`` (``SPIKE``,
+        ``VELOCITY``, ``LUDP``; ``DYNAMIC`` pauses as ``LUDP``; ``ANCHOR`` halts as ``SPIKE``)."""
         cfg = self.config
+        reason = _REASON.get(trigger, trigger)
         kind = "flash_crash" if move < 0 else "price_spike"
-        since = {"VELOCITY": clock - cfg.velocity_window_s}.get(reason)
-        if reason == "LUDP" and extra:
+        since = {"VELOCITY": clock - cfg.velocity_window_s}.get(trigger)
+        if trigger == "LUDP" and extra:
             since = extra["limit_state_since"]
         recent = self._recent(pend)
         first = next((i for i, r in enumerate(recent) if since is None or r[0] >= since),
                      len(recent) - 1)
-        if reason == "SPIKE" and since is None:
+        if since is None:
             first = max(0, len(recent) - cfg.evidence_trades * 5)
         window = recent[first:]
         agents, volume, impact = _attribute(recent, first, move)
         band_low = ref * (1 - self.band) if ref else None
         band_high = ref * (1 + self.band) if ref else None
-        key = (reason, self.venue, self.instrument, round(clock * 1e6), tid)
+        key = (trigger, self.venue, self.instrument, round(clock * 1e6), tid)
         alert_id = stable_id(kind.replace("_", "-"), DETECTOR, *key)
         verb = "fell" if move < 0 else "rose"
         what = {"VELOCITY": f"within {cfg.velocity_window_s} s",
                 "LUDP": f"from its reference for {cfg.breaker.limit_state_s:g} s (LULD band)",
-                "SPIKE": "from its reference"}[reason]
+                "SPIKE": "from its reference",
+                "DYNAMIC": f"from its {cfg.dynamic_window_s / 60:g}-minute "
+                           f"{'high' if move < 0 else 'low'} (dynamic breaker)",
+                "ANCHOR": "from its price before the episode's first pause"}[trigger]
+        escalation = None
+        if self.breaker.trading:
+            reason, escalation = self._episode(clock, move, ref, window, reason)
         action = "halted" if reason == "SPIKE" else "paused"
         summary = (f"{self.instrument} {verb} {abs(move):.1%} {what}, limit {threshold:.1%} "
                    f"({measure / threshold:.1f}x): {action}, reason {reason}")
+        if trigger != reason:
+            summary += f" ({trigger})"
+        if escalation and reason == "SPIKE" and trigger not in ("SPIKE", "ANCHOR"):
+            summary += (f" (pause {escalation['episode_pauses']} in the same direction within "
+                        f"{cfg.episode_s / 60:g} min)")
         n = cfg.evidence_trades
         evidence: dict[str, Any] = {
-            "trigger": reason,
+            "trigger": trigger,
             "move_pct": round(move * 100, 3),
             "threshold_pct": round(threshold * 100, 3),
             "reference_price": ref,
@@ -803,15 +702,56 @@ class MarketMonitor:
             "aggressive_volume": {a: volume[a] for a in agents},
             "price_impact_pct": {a: round(impact.get(a, 0.0) * 100, 3) for a in agents},
             **(extra or {}),
+            **(escalation or {}),
         }
         out.findings.append(Finding(kind=kind, ts=clock, score=score_ratio(ratio),
                                     venue=self.venue, instrument=self.instrument, agents=agents,
                                     summary=summary, evidence=evidence, key=alert_id))
         # with no LULD reference yet (just reopened), escalation is judged from the pre-move price
         halt_ref = ref if ref else (window[0][2] if window else None)
+        ep = self.episode
+        if reason == "SPIKE" and ep is not None and window and trigger != "ANCHOR":
+            # a halt re-bases the anchor: the next automatic one needs as large a move again
+            level = window[-1][2]
+            self.episode = (max(ep[0], level) if ep[1] > 0 else min(ep[0], level), *ep[1:])
+        duration = cfg.breaker.dynamic_pause_s if reason == "LUDP" and trigger == "DYNAMIC" \
+            else None
         out.transitions.append(self.breaker.trip(clock, reason, reference_price=halt_ref,
                                                  band_low=band_low, band_high=band_high,
-                                                 alert_ids=[alert_id]))
+                                                 alert_ids=[alert_id], duration=duration))
+
+    def _episode(self, clock: float, move: float, ref: float | None, window: list[Row],
+                 reason: str) -> tuple[str, dict[str, Any] | None]:
+        """A trip from trading: open or continue the containment episode in its direction.
+        The ``escalate_after``-th pause in the same direction halts (``SPIKE``) instead."""
+        cfg = self.config
+        if not cfg.escalate_after:
+            return reason, None
+        side = 1 if move > 0 else -1
+        ep = self.episode
+        if ep is not None and clock - ep[3] > cfg.episode_s:
+            ep = None
+        if ep is None:  # the anchor: the hour's low before a rise, its high before a fall
+            before = ref if ref else (window[0][2] if window else None)
+            rng = self._range
+            hi, lo = rng.extremes(-(2**31)) if rng is not None else (-_INF, _INF)
+            if side > 0:
+                anchor = min(x for x in (before, lo) if x is not None)
+            else:
+                anchor = max(x for x in (before, hi) if x is not None)
+            if math.isinf(anchor) or not anchor:
+                return reason, None
+            self.episode = (anchor, side, 1, clock)
+            return reason, {"episode_anchor": anchor, "episode_pauses": 1}
+        anchor, ep_side, pauses, _ = ep
+        if ep_side != side:  # a move back does not count, nor does it end the episode
+            return reason, None
+        pauses += 1
+        self.episode = (anchor, side, pauses, clock)
+        info = {"episode_anchor": anchor, "episode_pauses": pauses}
+        if pauses >= cfg.escalate_after and reason != "SPIKE":
+            return "SPIKE", {**info, "escalated_from": reason}
+        return reason, info
 
 
 def _attribute(recent: list[tuple[float, str, float, float, str, str]], first: int,

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
 Key = tuple[str, str]
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,10 +254,14 @@ def test_long_excursion_outside_the_band_pauses_after_15_s() -> None:
 
 
 def test_spike_up_is_a_price_spike() -> None:
+    """+200% in 10 s: paused, halted; the tape (which, unlike a venue, trades on while halted)
+    reopens at 2.4 times the halt price, beyond the episode's anchor: halted again."""
     _, out = run(spike_tape())
-    assert states(out) == [("PAUSED", "VELOCITY"), ("HALTED", "SPIKE"), ("TRADING", "RESUME")]
-    assert [f.kind for f in out.findings] == ["price_spike", "price_spike"]
+    assert states(out) == [("PAUSED", "VELOCITY"), ("HALTED", "SPIKE"), ("TRADING", "RESUME"),
+                           ("HALTED", "SPIKE")]
+    assert [f.kind for f in out.findings] == ["price_spike"] * 3
     assert all(f.evidence["move_pct"] > 0 for f in out.findings)
+    assert out.findings[2].evidence["trigger"] == "ANCHOR"
 
 
 @pytest.mark.parametrize(("tape_of", "planted"), [(crash_tape, "dumper"), (spike_tape, "pumper")],
@@ -265,8 +269,8 @@ def test_spike_up_is_a_price_spike() -> None:
 def test_planted_agent_leads_every_alert(tape_of: Callable[[], Tape], planted: str) -> None:
     """The agent on the aggressive side of every trade of the move is named first."""
     _, out = run(tape_of())
-    assert len(out.findings) == 2
-    for f in out.findings:
+    assert len(out.findings) >= 2
+    for f in out.findings[:2]:  # (a later re-halt at the reopening cites the reopening trades)
         assert f.agents, f
         assert f.agents[0] == planted, (f.evidence["trigger"], f.agents)
 
@@ -304,15 +308,20 @@ def test_two_consecutive_stray_prints_trip() -> None:
 
 
 # ------------------------------------------------------------------------------ warm-up and gaps
-def test_no_findings_before_warm_up() -> None:
+def test_before_warm_up_static_cold_bands_judge() -> None:
+    """A new instrument crashing in its first minute is judged by the static cold bands around
+    its first prints (not by its own unlearnt volatility); without them nothing is judged."""
     tape = Tape(7).calm(30).ramp(10, -0.5, seller="dumper").calm(15)
     monitor, out = run(tape)
     assert not monitor.ready
-    assert out.findings == []
-    assert out.transitions == []
-    # the same tape with (almost) no warm-up is caught: the test above can fail
-    _, eager = run(tape, MarketConfig(warmup_s=0, warmup_returns=2))
-    assert eager.findings
+    assert states(out)[0][0] in ("PAUSED", "HALTED")
+    assert out.findings[0].kind == "flash_crash"
+    assert out.findings[0].agents[0] == "dumper"
+    _, off = run(tape, MarketConfig(cold_band=math.inf))
+    assert off.findings == []
+    assert off.transitions == []
+    _, calm = run(Tape(7).calm(45))
+    assert calm.findings == [], "a calm start trips nothing"
 
 
 def test_warm_up_completes_and_then_detects() -> None:

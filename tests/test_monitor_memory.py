@@ -17,6 +17,7 @@ the monitor alone, its configuration included.
 from __future__ import annotations
 
 import array
+import dataclasses
 import gc
 import hashlib
 import math
@@ -309,7 +310,10 @@ def cuts_for(n: int, seed: int) -> list[int]:
 # ------------------------------------------------------------------------------ outputs
 @pytest.mark.parametrize("name", list(TAPES))
 def test_output_is_what_the_previous_implementation_emitted(name: str) -> None:
+    """With the checks it had (no dynamic breaker, episodes or cold bands, which came later)."""
     cols, config = TAPES[name]()
+    config = dataclasses.replace(config, dynamic_floor=math.inf, escalate_after=0,
+                                 cold_band=math.inf)
     out = run(cols, config, cuts_for(len(cols), 1))
     if name != "synthetic-STORAGE-TB-MO":  # (the calm one)
         assert out.transitions, "the tape must trip the breaker"
@@ -434,7 +438,7 @@ def test_trade_store_keeps_the_newest_trades_it_may_need(block: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """What the store keeps is always the newest part of the trades it was given, and never less
     than an alert could cite: the last ``keep``, those since ``need`` and the one before."""
-    monkeypatch.setattr("detectors.market._BLOCK", block)
+    monkeypatch.setattr("detectors.market_store._BLOCK", block)
     rng = random.Random(block)
     names = ["a", "b", "ünï", "nul\x00x", "\x01\x02", "\ud800", "", "z" * 400]
     store, model, clock, cap, keep = _Trades(), list[Row](), T0, 97, rng.choice([1, 5, 21])
