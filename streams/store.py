@@ -76,7 +76,9 @@ __all__ = ["StoreWriter", "run_store_writer"]
 log = logging.getLogger(__name__)
 
 DEFAULT_HORIZON_S: Final[Mapping[Kind, float]] = {"alerts": 86_400.0, "halts": 86_400.0,
-                                                  "bars": 900.0, "structure": 86_400.0}
+                                                  "bars": 900.0, "structure": 86_400.0,
+                                                  "cases": 30 * 86_400.0,
+                                                  "agents": 30 * 86_400.0}
 
 
 class StoreWriter:
@@ -374,7 +376,8 @@ def run_store_writer(
     stop = stop or threading.Event()
     topics = settings.topics
     kind_of: dict[str, Kind] = {topics.alerts: "alerts", topics.halts: "halts",
-                                topics.bars: "bars", topics.structure: "structure"}
+                                topics.bars: "bars", topics.structure: "structure",
+                                topics.cases: "cases", topics.agents: "agents"}
     session_ms = int(settings.session_timeout_s * 1000)
     writer = StoreWriter(settings.store_dir)
     previous_sigterm = None

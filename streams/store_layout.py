@@ -20,7 +20,8 @@ import msgspec
 import pyarrow as pa
 
 from detectors.structure import StructureMetrics
-from streams.contracts import Alert, Bar, Halt
+from streams.cases import CaseAction
+from streams.contracts import Agent, Alert, Bar, Halt
 
 __all__ = [
     "KEYS",
@@ -36,7 +37,7 @@ __all__ = [
     "to_row",
 ]
 
-Kind: TypeAlias = Literal["alerts", "halts", "bars", "structure"]
+Kind: TypeAlias = Literal["alerts", "halts", "bars", "structure", "cases", "agents"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -72,6 +73,20 @@ SCHEMAS: Final[Mapping[Kind, pa.Schema]] = {
         ("top_pair_share", pa.float64()), ("self_trade_share", pa.float64()),
         ("partitions", pa.int64()), ("truncated", pa.bool_()), ("schema", pa.string()),
     ]),
+    # regulator case actions (streams/cases.py): the append-only audit trail of the desk
+    "cases": pa.schema([
+        ("action_id", pa.string()), ("ts", _TS), ("case_id", pa.string()),
+        ("action", pa.string()), ("actor", pa.string()), ("role", pa.string()),
+        ("reason", pa.string()), ("alert_ids", _STR_LIST), ("assignee", pa.string()),
+        ("disposition", pa.string()), ("note", pa.string()), ("venue", pa.string()),
+        ("instrument", pa.string()), ("state", pa.string()), ("schema", pa.string()),
+    ]),
+    # the agent registry (DESIGN §3.2); ts = created_ts, else when the writer first saw it
+    "agents": pa.schema([
+        ("agent_id", pa.string()), ("ts", _TS), ("owner", pa.string()),
+        ("funded_by", pa.string()), ("created_ts", _TS), ("kind", pa.string()),
+        ("venue", pa.string()),
+    ]),
 }
 #: The columns that identify a record; a second record with the same key is a duplicate.
 KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
@@ -79,6 +94,8 @@ KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
     "halts": ("venue", "instrument", "seq"),
     "bars": ("venue", "instrument", "ts"),
     "structure": ("venue", "instrument", "ts"),
+    "cases": ("action_id",),
+    "agents": ("agent_id",),
 }
 #: Sort order inside compacted parts (lets Parquet row-group statistics prune reads).
 SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
@@ -86,6 +103,8 @@ SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
     "halts": ("venue", "instrument", "seq"),
     "bars": ("venue", "instrument", "ts"),
     "structure": ("venue", "instrument", "ts"),
+    "cases": ("ts", "action_id"),
+    "agents": ("agent_id",),
 }
 
 #: Suffix of the tombstone that retires a part merged away by compaction (see the module docs).
@@ -151,6 +170,15 @@ def to_row(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
                 "reason": h.reason, "resume_at": _utc_or_none(h.resume_at),
                 "reference_price": h.reference_price, "band_low": h.band_low,
                 "band_high": h.band_high, "alert_ids": list(h.alert_ids), "schema": h.schema}
+    if kind == "cases":
+        c = msgspec.convert(record, CaseAction)
+        return {**msgspec.structs.asdict(c), "ts": _utc(c.ts), "alert_ids": list(c.alert_ids)}
+    if kind == "agents":
+        g = msgspec.convert(record, Agent)
+        created = _utc_or_none(g.created_ts)
+        return {"agent_id": g.agent_id, "ts": created or datetime.now(UTC), "owner": g.owner,
+                "funded_by": g.funded_by, "created_ts": created, "kind": g.kind,
+                "venue": g.venue}
     if kind == "structure":
         m = msgspec.convert(record, StructureMetrics)
         row = msgspec.structs.asdict(m)

@@ -23,7 +23,8 @@ class Topics:
 
     >>> Topics(prefix="venue1.").all()
     ('venue1.trades', 'venue1.agents', 'venue1.alerts', 'venue1.halts', 'venue1.trades.dlq',
-     'venue1.bars', 'venue1.flows', 'venue1.structure', 'venue1.checkpoints')
+     'venue1.bars', 'venue1.flows', 'venue1.structure', 'venue1.checkpoints', 'venue1.cases',
+     'venue1.config')
     """
 
     prefix: str = ""
@@ -68,9 +69,21 @@ class Topics:
         """Internal: engine checkpoints with the input offsets they reflect."""
         return f"{self.prefix}checkpoints"
 
+    @property
+    def cases(self) -> str:
+        """Regulator case actions (``case/1``: open, assign, disposition, note, link, manual
+        halt requests), written by the dashboard and persisted by the store writer."""
+        return f"{self.prefix}cases"
+
+    @property
+    def config(self) -> str:
+        """Runtime-tunable thresholds (``config/1``, key = scope; compacted in production):
+        see :mod:`streams.runtime_config`."""
+        return f"{self.prefix}config"
+
     def all(self) -> tuple[str, ...]:
         return (self.trades, self.agents, self.alerts, self.halts, self.dlq, self.bars,
-                self.flows, self.structure, self.checkpoints)
+                self.flows, self.structure, self.checkpoints, self.cases, self.config)
 
 
 class TopicError(RuntimeError):
