@@ -34,7 +34,7 @@ from streams.pipeline import EngineOutput, Surveillance
 from streams.venue import VenueOutput, VenueStage
 
 __all__ = ["MAX_INSTRUMENTS_COUNTED", "BacktestResult", "event_order", "run_backtest",
-           "run_trades"]
+           "read_timeline", "run_trades"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,22 @@ def run_trades(trades: Sequence[Trade], *, config: MarketConfig | None = None,
         out.extend(engine.process(trades[i:i + batch_size]))
     out.extend(engine.flush())
     return out, engine
+
+
+def read_timeline(path: Path, base: MarketConfig) -> list[Any]:
+    """Validated runtime setting changes from a JSON-lines file; the first bad line raises
+    :class:`streams.runtime_config.ConfigError` naming it."""
+    from streams.runtime_config import ConfigError, validate
+
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(validate(msgspec.json.decode(line), base))
+        except (msgspec.DecodeError, ConfigError) as exc:
+            raise ConfigError(f"{path}:{n}: {exc}") from None
+    return out
 
 
 class _Tally:
@@ -152,7 +168,8 @@ class _Tally:
 def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
                  config: MarketConfig | None = None, batch_size: int = DEFAULT_BATCH,
                  horizon_s: float = DEFAULT_HORIZON_S, max_rows: int = DEFAULT_MAX_ROWS,
-                 keep_output: bool = True) -> BacktestResult:
+                 keep_output: bool = True,
+                 settings_timeline: Path | None = None) -> BacktestResult:
     """Backtest ``tape``; write ``alerts.jsonl``, ``halts.jsonl`` and ``summary.json``.
 
     Parameters
@@ -172,6 +189,9 @@ def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
     keep_output
         Also keep the alerts and halts in ``result.out`` (the files always have them). Pass
         ``False`` for tapes with huge outputs: then memory does not grow with the output either.
+    settings_timeline
+        Runtime setting changes (``config/1`` JSON lines, :mod:`streams.runtime_config`),
+        applied from their effective times as the live workers apply them.
 
     Returns
     -------
@@ -200,6 +220,9 @@ def run_backtest(tape: Path, *, out_dir: Path, agents: Path | None = None,
     ordered = OrderedTape(tape, horizon_s=horizon_s, max_rows=max_rows, batch_size=batch_size)
     agents_read = read_agents(agents) if agents is not None else None
     engine = Surveillance(config, emit_bars=False)
+    if settings_timeline is not None:
+        for change in read_timeline(settings_timeline, engine.config):
+            engine.configure(change)
     stage2 = VenueStage()
     for a in agents_read.agents if agents_read is not None else ():
         stage2.registry(msgspec.json.encode(a))

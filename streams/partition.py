@@ -54,6 +54,7 @@ from streams.dedup import RecentIds
 
 if TYPE_CHECKING:
     from detectors.flows import FlowWindows, PriceBatch, WindowSummary
+    from streams.runtime_config import ConfigBook
 
     Summaries = list[WindowSummary | PriceBatch]
 
@@ -95,12 +96,18 @@ class EngineConfig:
 class Slot:
     """One instrument of a partition: its monitor, its window summaries and its counters."""
 
-    __slots__ = ("clock", "flows", "monitor", "n")
+    __slots__ = ("asset_class", "cfg_at", "cfg_version", "clock", "flows", "monitor", "n")
 
-    def __init__(self, monitor: MarketMonitor, flows: FlowWindows | None) -> None:
+    def __init__(self, monitor: MarketMonitor, flows: FlowWindows | None,
+                 asset_class: str | None = None) -> None:
         self.monitor, self.flows = monitor, flows
         self.n = 0
         self.clock = -INF
+        self.asset_class = asset_class
+        #: Runtime settings: resolved at the running newest ts ``cfg_at`` of this instrument's
+        #: trades, against the version of the config book (see streams.runtime_config).
+        self.cfg_at = -INF
+        self.cfg_version = 0
 
 
 @dataclass(slots=True)
@@ -196,7 +203,7 @@ class PartitionState:
                 duplicates += 1
                 continue
             if slot is None:
-                slot = self._admit(key, groups)
+                slot = self._admit(key, groups, tr.asset_class)
                 if slot is None:
                     self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
                                  f"partition {self.partition} are all warm and active",
@@ -233,13 +240,20 @@ class PartitionState:
                 {"partition": self.partition}))
         return groups, duplicates
 
-    def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit) -> int:
-        """Hand each instrument's trades to its monitor and window summaries."""
+    def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit,
+              book: ConfigBook | None = None) -> int:
+        """Hand each instrument's trades to its monitor and window summaries (under the
+        runtime settings of ``book``, when given)."""
         n = 0
         for key, g in groups.items():
             slot = self.slots[key]
             cols = TradeColumns(key[0], key[1], *g)
-            emit(slot.monitor, slot.monitor.update(cols))
+            if book is not None and book.times and (
+                    slot.cfg_version != book.version
+                    or book.changes_in(slot.cfg_at, max(g[0]))):
+                self._judge_configured(slot, cols, emit, book)
+            else:
+                emit(slot.monitor, slot.monitor.update(cols))
             if slot.flows is not None:
                 slot.flows.update(cols)
                 self.open_flows.setdefault(key[0], set()).add(key)
@@ -250,6 +264,28 @@ class PartitionState:
             n += len(g[0])
         self._count("processed", n)
         return n
+
+    @staticmethod
+    def _judge_configured(slot: Slot, cols: TradeColumns, emit: Emit,
+                          book: ConfigBook) -> None:
+        """Trade k is judged under the settings in force at the newest ts among this
+        instrument's trades up to k (arrival order): a change applies from the instrument's
+        first trade stamped at or after its effective time, whatever the batching."""
+        venue, inst = cols.venue, cols.instrument
+        top, start = slot.cfg_at, 0
+        cfg = book.resolve(venue, inst, slot.asset_class, top)
+        for k, t in enumerate(cols.ts):
+            if t > top:
+                top = t
+                new = book.resolve(venue, inst, slot.asset_class, top)
+                if new is not cfg:
+                    if k > start:
+                        slot.monitor.config = cfg
+                        emit(slot.monitor, slot.monitor.update(cols.slice(start, k)))
+                    cfg, start = new, k
+        slot.monitor.config = cfg
+        emit(slot.monitor, slot.monitor.update(cols.slice(start, len(cols))))
+        slot.cfg_at, slot.cfg_version = top, book.version
 
     # ------------------------------------------------------------------ timers
     def fire(self, venue: str, emit: Emit, summaries: Summaries,
@@ -302,7 +338,8 @@ class PartitionState:
 
 
     # ------------------------------------------------------------------ memory
-    def _admit(self, key: Key, pending: dict[Key, Any]) -> Slot | None:
+    def _admit(self, key: Key, pending: dict[Key, Any],
+               asset_class: str | None = None) -> Slot | None:
         cfg = self.config
         if len(self.slots) >= cfg.max_instruments and (self._full or
                                                        not self._make_room(pending)):
@@ -314,7 +351,8 @@ class PartitionState:
 
             flows = FlowWindows(key[0], key[1], window_s=cfg.window_s, partition=self.partition,
                                 tick_s=cfg.tick_s)
-        slot = self.slots[key] = Slot(MarketMonitor(key[0], key[1], self.market), flows)
+        slot = self.slots[key] = Slot(MarketMonitor(key[0], key[1], self.market), flows,
+                                      asset_class)
         self.newcomers[key] = None
         return slot
 

@@ -35,6 +35,7 @@ from streams.partition import EngineConfig, PartitionState
 
 if TYPE_CHECKING:
     from detectors.flows import PriceBatch, WindowSummary
+    from streams.runtime_config import ConfigBook, ConfigChange
 
 __all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
@@ -117,6 +118,18 @@ class Surveillance:
         self.emit_bars = emit_bars
         self.wall_clock = wall_clock
         self.partitions: dict[int, PartitionState] = {}
+        #: Runtime-tunable thresholds (:mod:`streams.runtime_config`); ``None``: none.
+        self.book: ConfigBook | None = None
+
+    def configure(self, change: ConfigChange) -> bool:
+        """Take a validated runtime setting change (see :mod:`streams.runtime_config`);
+        True when it arrived after its effective time had passed on some partition."""
+        from streams.runtime_config import ConfigBook
+
+        if self.book is None:
+            self.book = ConfigBook(self.config)
+        self.book.add(change)
+        return any(s.clocks_max() > change.effective_ts for s in self.partitions.values())
 
     # ------------------------------------------------------------------ public API
     def process(self, trades: Sequence[Trade], *, partition: int = 0,
@@ -132,7 +145,7 @@ class Surveillance:
         out = EngineOutput()
         emit = self._emitter(state, out)
         groups, out.duplicates = state.accept(trades, sources, self.wall_clock(), out.rejected)
-        state.judge(groups, emit)
+        state.judge(groups, emit, self.book)
         for venue in sorted({k[0] for k in groups}):
             self._fire(state, venue, emit, out)
         state.sweep(emit, out.summaries)

@@ -30,8 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from streams.app_messages import RawMessage, decode_messages
 from streams.checkpoint import CheckpointStore, checkpoint_key
+from streams.contracts import Rejected
 from streams.outputs import DeliveryError, KafkaSink, Sink, to_records
 from streams.pipeline import EngineOutput, Surveillance
 from streams.settings import Settings
@@ -53,6 +56,8 @@ class WorkerCounters:
     rollbacks: int = 0
     checkpoints: int = 0
     restored: int = 0
+    config_applied: int = 0
+    config_rejected: int = 0
     busy_s: float = 0.0
 
 
@@ -102,13 +107,24 @@ class Worker:
         parts = consumer.partitions_for_topic(topics.checkpoints)
         self.store.partitions = len(parts) if parts else 1
         consumer.subscribe([topics.trades], listener=rebalance_listener(self))
+        # runtime settings: read to the end before the first trade, then kept up with
+        config = AIOKafkaConsumer(topics.config, bootstrap_servers=s.brokers,
+                                  auto_offset_reset="earliest", enable_auto_commit=False,
+                                  fetch_max_wait_ms=50)
+        await config.start()
+        while (found := await config.getmany(timeout_ms=1000)):
+            async with self.lock:
+                await self._configure(found)
         next_tick = last_log = time.monotonic()
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100,
                                                max_records=max(1, s.batch_messages))
+                changes = await config.getmany(timeout_ms=0)
                 async with self.lock:
                     self.ready.set()
+                    if changes:
+                        await self._configure(changes)
                     await self._check_inflight()
                     for tp in sorted(batch, key=lambda t: t.partition):
                         await self._handle(tp, batch[tp])
@@ -125,9 +141,39 @@ class Worker:
             await asyncio.shield(self._final_checkpoint())
             raise
         finally:
+            await config.stop()
             await consumer.stop()
             await producer.stop()
             self.executor.shutdown(wait=False)
+
+    async def _configure(self, found: dict[Any, list[Any]]) -> None:
+        """Runtime setting changes from ``config``: validated, applied from their effective
+        time on (:mod:`streams.runtime_config`); a bad one goes to the dead-letter topic with
+        its reason, whole."""
+        from streams.runtime_config import ConfigError, validate
+
+        rejected: list[Rejected] = []
+        for tp in sorted(found, key=lambda t: t.partition):
+            for r in found[tp]:
+                try:
+                    doc = msgspec.json.decode(r.value or b"")
+                    if not isinstance(doc, dict):
+                        raise ConfigError("not a JSON object")
+                    change = validate(doc, self.engine.config)
+                except (msgspec.DecodeError, ConfigError) as exc:
+                    self.counters.config_rejected += 1
+                    rejected.append(Rejected(f"bad_config: {exc}", r.value or b"", None, {
+                        "topic": r.topic, "partition": r.partition, "offset": r.offset,
+                        "key": (r.key or b"").decode(errors="replace")}))
+                    continue
+                late = self.engine.configure(change)
+                self.counters.config_applied += 1
+                log.info("runtime settings %s for %s from %s by %s%s", change.settings,
+                         change.scope, change.effective_ts, change.user,
+                         " (arrived late: applies from the next trade)" if late else "")
+        if rejected:
+            assert self.sink is not None
+            await self.sink.deliver(to_records(self.settings, EngineOutput(), rejected))
 
     async def _final_checkpoint(self) -> None:
         async with self.lock:

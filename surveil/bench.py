@@ -159,7 +159,8 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
                                        "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
             venue = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker", "--stage",
                                       "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        assert worker is not None and venue is not None
+        assert worker is not None
+        assert venue is not None
         first_t = last_t = None
         cpu_first = cpu_last = (0.0, 0.0)
         counted = after_first = 0

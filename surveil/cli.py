@@ -175,14 +175,18 @@ def dashboard(ctx: click.Context, port: int) -> None:
 @click.argument("tape", type=click.Path(path_type=Path))
 @click.option("--agents", type=click.Path(path_type=Path), help="Agent registry file.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-def backtest(tape: Path, agents: Path | None, out_dir: Path) -> None:
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="Runtime settings timeline (`surveil config get --export`).")
+def backtest(tape: Path, agents: Path | None, out_dir: Path, config_file: Path | None) -> None:
     """Run a tape through the detectors offline; write alerts, halts and a summary to OUT."""
     from replay.backtest import run_backtest
     from replay.tape import TapeError
+    from streams.runtime_config import ConfigError
 
     try:
-        result = run_backtest(tape, out_dir=out_dir, agents=agents, keep_output=False)
-    except TapeError as exc:
+        result = run_backtest(tape, out_dir=out_dir, agents=agents, keep_output=False,
+                              settings_timeline=config_file)
+    except (TapeError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     s = result.summary
     click.echo(f"{s['trades_read']} rows, {s['rejected']} rejected, {s['duplicates']} duplicates; "
@@ -211,6 +215,42 @@ def evaluate(out_dir: Path, labels: Path, grace: float, lenient: bool, as_json: 
     click.echo(format_table(ev))
     if as_json:
         click.echo(json.dumps(ev.to_dict()))
+
+
+@cli.group(name="config", cls=_Group)
+def config_group() -> None:
+    """Runtime-tunable thresholds (per venue, asset class or instrument) on the config topic."""
+
+
+@config_group.command(name="get")
+@click.argument("scope", required=False)
+@click.option("--history", is_flag=True, help="Every change with who, when and why.")
+@click.option("--export", type=click.Path(path_type=Path),
+              help="Write the timeline (JSON lines) for `surveil backtest --config`.")
+@click.pass_context
+def config_get(ctx: click.Context, scope: str | None, history: bool, export: Path | None) -> None:
+    """Settings in force per SCOPE ('*', venue:V, class:C, instrument:NAME)."""
+    from surveil.config_cmd import config_get as run
+
+    run(_settings(ctx), scope, history=history, export=export)
+
+
+@config_group.command(name="set")
+@click.argument("scope")
+@click.argument("values", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--note", required=True, help="Why (kept in the audit trail).")
+@click.option("--user", default=lambda: os.environ.get("USER", "unknown"), show_default="$USER")
+@click.option("--at", help="Effective event time (ISO-8601 or epoch s); default now + --lead.")
+@click.option("--lead", type=float, default=30.0, show_default=True,
+              help="Seconds ahead of now the change applies (every worker has it by then).")
+@click.pass_context
+def config_set(ctx: click.Context, scope: str, values: tuple[str, ...], note: str, user: str,
+               at: str | None, lead: float) -> None:
+    """Set thresholds of SCOPE (KEY=default removes one); validated before it is sent."""
+    from surveil.config_cmd import config_set as run
+
+    doc = run(_settings(ctx), scope, values, note=note, user=user, at=at, lead_s=lead)
+    click.echo(json.dumps(doc))
 
 
 @cli.command(name="evaluate-suite")
