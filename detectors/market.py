@@ -430,7 +430,7 @@ class MarketMonitor:
             bars.append(bsec, psum, n, mhi, mlo, cfg.ref_window_s + 1)
             self.ref_sum += psum
             self.ref_n += n
-            if self._range is not None:
+            if self._range is not None and self.breaker.trading:  # not prints while halted
                 self._range.add(bsec, mhi, mlo)
             self._learn(bsec, mclose,
                         learn=self.breaker.trading and self.breaker.limit_since is None)
@@ -588,6 +588,8 @@ class MarketMonitor:
         self.win_hi, self.win_lo = -math.inf, math.inf
         self.p1 = self.p2 = None
         self.dyn_since = sec // 60  # CME: the dynamic range restarts at reopening
+        if self._range is not None:
+            self._range.forget(self.dyn_since)
         cold = self.cold
         if cold is not None:  # a cold reference restarts from the reopening prints too
             self.cold = (None, *cold[1:])

@@ -344,6 +344,12 @@ class Range:
         if minute > self.newest:
             self.newest = minute
 
+    def forget(self, minute: int) -> None:
+        """Forget what minute ``minute`` held so far (a reopening: the range restarts)."""
+        k = minute % len(self.minute)
+        if self.minute[k] == minute:
+            self.minute[k] = -(2**31)
+
     def extremes(self, since: int) -> tuple[float, float]:
         """High and low of the minutes ``since`` .. newest (``(-inf, inf)`` if none)."""
         first = max(since, self.newest - len(self.minute) + 1)
