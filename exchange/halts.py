@@ -39,8 +39,15 @@ halt-all nor "keep trading" (DESIGN §4):
 - ``silence_s`` defaults to 5 s: a few seconds like CME's velocity pre-open, well under the
   15 s LULD limit state, and long enough to ride out a reconnect.
 
-Limit: a live broker with dead detectors still looks like a quiet market; detector heartbeats
-(a periodic message on a dedicated key) would close that gap.
+Heartbeats and signatures
+-------------------------
+A live broker with dead detectors looks like a quiet market; so the stage-1 workers publish a
+signed ``heartbeat/1`` every second on the topic (key ``~heartbeat``, :mod:`streams.heartbeat`)
+and, with ``heartbeat_timeout_s``, no fresh heartbeat for that long is a silence too: every
+instrument goes ``fail_safe`` and reopens by auction when heartbeats return. With public keys
+(:mod:`streams.signing`), unsigned, forged, replayed and implausible messages are rejected and
+counted per reason (``counters.rejected``; :mod:`exchange.haltbook` lists the reasons).
+:meth:`HaltSubscriber.from_settings` wires both from the settings.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +65,7 @@ from exchange.haltbook import (
     HaltBook,
     HaltCounters,
     HaltSource,
+    KeyRing,
     StateChange,
     validate_halt,
 )
@@ -67,6 +76,7 @@ __all__ = [
     "HaltCounters",
     "HaltSource",
     "HaltSubscriber",
+    "KeyRing",
     "StateChange",
     "validate_halt",
 ]
@@ -95,6 +105,9 @@ class HaltSubscriber:
         Extra kafka-python ``KafkaConsumer`` settings (override the defaults).
     clock
         Monotonic wall clock (seconds), injectable.
+    **book_options
+        Passed to :class:`HaltBook`: ``keys``, ``require_signatures``, ``heartbeat_timeout_s``,
+        ``max_seq_lead_s``, ``max_future_s``, ``expiry_grace_s``, ``wall_clock``…
     """
 
     def __init__(
@@ -108,10 +121,11 @@ class HaltSubscriber:
         probe_interval_s: float | None = None,
         consumer_config: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        **book_options: Any,
     ) -> None:
         self.brokers, self.topic = brokers, topic
         self.book = HaltBook(silence_s=silence_s, fail_safe=fail_safe, clock=clock,
-                             on_change=on_change)
+                             on_change=on_change, **book_options)
         base = silence_s if silence_s is not None else 5.0
         self.probe_interval_s = probe_interval_s if probe_interval_s is not None else base / 5
         self._timeout_ms = max(500, min(5000, int(base * 500)))
@@ -125,6 +139,29 @@ class HaltSubscriber:
         self.ready = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **options: Any) -> HaltSubscriber:
+        """A subscriber for ``settings``: its brokers and halts topic, the public keys file
+        (``halt_public_keys``, else ``<keys folder>/public.json`` when it exists), signatures
+        required per ``require_signed_halts`` and heartbeats watched for ``heartbeat_timeout_s``
+        (per ``heartbeats``: ``auto`` watches them when there are keys). Raises ``ValueError``
+        when a named keys file is unreadable or signatures are required without keys."""
+        from streams.signing import PUBLIC_FILE, keys_dir
+
+        path = (Path(settings.halt_public_keys) if settings.halt_public_keys
+                else keys_dir(settings) / PUBLIC_FILE)
+        keys = KeyRing.load(path) if settings.halt_public_keys or path.exists() else None
+        require = {"auto": None, "yes": True, "no": False}[settings.require_signed_halts]
+        beats = settings.heartbeats == "on" or (settings.heartbeats == "auto" and keys)
+        timeout = (settings.heartbeat_timeout_s or None) if beats else None
+        options = {"keys": keys, "require_signatures": require, "heartbeat_timeout_s": timeout,
+                   **options}
+        log.info("halt feed %s: %s keys from %s, signatures %s, heartbeat timeout %s s",
+                 settings.topics.halts, len(keys) if keys else 0, path if keys else "-",
+                 "required" if (require if require is not None else bool(keys)) else "optional",
+                 timeout)
+        return cls(settings.brokers, settings.topics.halts, **options)
 
     # ------------------------------------------------------------------ HaltSource
     @property

@@ -27,11 +27,13 @@ from typing import Any, Protocol
 
 import msgspec
 
-from streams.contracts import Rejected, encode
+from streams.contracts import Halt, Rejected, encode
 from streams.pipeline import EngineOutput
 from streams.settings import Settings
+from streams.signing import signer_for
 
-__all__ = ["DeliveryError", "KafkaSink", "MemorySink", "Record", "Sink", "to_records"]
+__all__ = ["DeliveryError", "KafkaSink", "MemorySink", "Record", "Sink", "halt_record",
+           "to_records"]
 
 Record = tuple[str, bytes | None, bytes]
 _ENVELOPE = 2048  # room for a dead letter's other fields
@@ -51,7 +53,7 @@ def to_records(settings: Settings, out: EngineOutput, rejected: Sequence[Rejecte
         key = (r.source.get("key") or "").encode() or None
         records.append((topics.dlq, key, _dead_letter(r, limit)))
     records += [(topics.alerts, a.alert_id.encode(), encode(a)) for a in out.alerts]
-    records += [(topics.halts, h.instrument.encode(), encode(h)) for h in out.halts]
+    records += [halt_record(settings, h) for h in out.halts]
     records += [(topics.bars, None, v) for v in _arrays(out.bars, limit)]
     records += [(topics.flows, s.venue.encode(), encode(s)) for s in out.summaries]
     records += [(topics.flows, w.venue.encode(),
@@ -59,6 +61,15 @@ def to_records(settings: Settings, out: EngineOutput, rejected: Sequence[Rejecte
                          "watermark": w.watermark}))
                 for w in out.watermarks]
     return records
+
+
+def halt_record(settings: Settings, halt: Halt) -> Record:
+    """A halt's record for the ``halts`` topic, signed (``kid``, ``sig``; :mod:`streams.signing`)
+    when the settings' key folder holds a detector key. Only the topic's copy is signed: the
+    backtest's ``halts.jsonl`` stays unsigned and deterministic."""
+    signer = signer_for(settings)
+    value = signer.sign_bytes(halt) if signer is not None else encode(halt)
+    return (settings.topics.halts, halt.instrument.encode(), value)
 
 
 def _dead_letter(r: Rejected, limit: int) -> bytes:

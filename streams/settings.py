@@ -60,6 +60,20 @@ class Settings:
     idle_timeout_s: float = 10.0
     #: Instruments per input partition before newcomers are turned away (memory budget).
     max_instruments: int = 20_000
+    #: Signed halts (:mod:`streams.signing`): the key folder (default ``<data_dir>/keys``), the
+    #: public keys file an exchange trusts (default ``<keys folder>/public.json`` when it
+    #: exists) and whether subscribers require signatures (``auto``: when keys are configured;
+    #: ``yes``; ``no``).
+    keys_dir: str = ""
+    halt_public_keys: str = ""
+    require_signed_halts: str = "auto"
+    #: Stage-1 heartbeats on the halts topic (every ``heartbeat_interval_s``): ``auto`` = when
+    #: halts are signed (a detector key exists; an exchange with public keys then watches
+    #: them), ``on``, ``off``. An exchange goes QUOTE_ONLY after ``heartbeat_timeout_s``
+    #: without one (0 = do not watch heartbeats).
+    heartbeats: str = "auto"
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
     web_port: int = 6066
     dashboard_port: int = 8501
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -413,6 +413,11 @@ def run_store_writer(
                         log.warning("store: skipping malformed message %s[%d]@%d: %s",
                                     tp.topic, tp.partition, msg.offset, exc)
                         continue
+                    if kind == "halts":  # the workers' liveness signal is not a halt to keep
+                        beats = [r for r in records if r.get("schema") == "heartbeat/1"]
+                        if beats:
+                            writer.stats["heartbeats"] += len(beats)
+                            records = [r for r in records if r.get("schema") != "heartbeat/1"]
                     writer.add(kind, records)
             if uncommitted and (time.monotonic() >= next_flush or writer.pending >= max_pending):
                 writer.flush()

@@ -35,6 +35,7 @@ import msgspec
 from streams.app_messages import RawMessage, decode_messages
 from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import Rejected
+from streams.heartbeat import send_heartbeat
 from streams.outputs import DeliveryError, KafkaSink, Sink, to_records
 from streams.pipeline import EngineOutput, Surveillance
 from streams.settings import Settings
@@ -132,6 +133,8 @@ class Worker:
                     if now >= next_tick:
                         next_tick = now + 1.0
                         await self._deliver_tick()
+                        # -- heartbeat/1 on the halts topic (streams.heartbeat) --
+                        await send_heartbeat(self)
                     await self._checkpoint_due()
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()

@@ -54,7 +54,7 @@ def test_seq_must_increase_per_key() -> None:
 def test_market_wide_overrides_and_clears() -> None:
     book = HaltBook()
     book.apply(halt(10, "PAUSED", instrument=KWH, reason="LUDP"))
-    book.apply(halt(20, "QUOTE_ONLY", instrument=GPU, reason="MANUAL"))
+    book.apply(halt(20, "PAUSED", instrument=GPU, reason="VELOCITY"))
     book.apply(halt(30, "HALTED", instrument="*", reason="MWC1"))
     for instrument in (GPU, KWH, "NEVER-SEEN", "*"):
         assert book.state("v1", instrument) == "HALTED"
