@@ -398,6 +398,64 @@ def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float) -
                     crash_every=crash_every, external=external))
 
 
+# --- signed halt channel: keys and the regulator's manual actions (surveil/regulator.py) -----
+@cli.command()
+@click.option("--rotate", "rotate_roles", multiple=True, type=click.Choice(["detector",
+              "regulator"]), help="Make a new key for this role (repeatable).")
+@click.option("--grace", type=float, default=86_400.0, show_default=True,
+              help="Seconds a rotated-out public key stays valid.")
+@click.pass_context
+def keys(ctx: click.Context, rotate_roles: tuple[str, ...], grace: float) -> None:
+    """Create (and rotate) the Ed25519 keys that sign halts, heartbeats and manual actions."""
+    from surveil.regulator import manage_keys
+
+    for line in manage_keys(_settings(ctx), rotate_roles=rotate_roles, grace_s=grace):
+        click.echo(line)
+
+
+def _manual_options(fn: Any) -> Any:
+    for option in reversed([
+        click.argument("instrument"),
+        click.option("--note", required=True, help="Why (kept in the audit trail)."),
+        click.option("--venue", default="default", show_default=True),
+        click.option("--user", default=lambda: os.environ.get("USER", "unknown"),
+                      show_default="$USER", help="Who (kept in the audit trail)."),
+        click.option("--case", "case_id", help="Case id of the audit record "
+                     "(default manual:VENUE:INSTRUMENT)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@cli.command(name="halt")
+@_manual_options
+@click.option("--reason", type=click.Choice(["MANUAL"]), default="MANUAL", show_default=True)
+@click.option("--state", type=click.Choice(["HALTED", "PAUSED", "QUOTE_ONLY"]), default="HALTED",
+              show_default=True)
+@click.pass_context
+def halt_cmd(ctx: click.Context, instrument: str, note: str, venue: str, user: str,
+             case_id: str | None, reason: str, state: str) -> None:
+    """Halt INSTRUMENT ("*" = the whole venue) by hand, signed with the regulator key."""
+    from surveil.regulator import manual_action
+
+    sent = manual_action(_settings(ctx), instrument, state=state, note=note, venue=venue,
+                         user=user, case_id=case_id)
+    click.echo(json.dumps(sent))
+
+
+@cli.command(name="resume")
+@_manual_options
+@click.pass_context
+def resume_cmd(ctx: click.Context, instrument: str, note: str, venue: str, user: str,
+               case_id: str | None) -> None:
+    """Lift a manual halt (and any detector halt) of INSTRUMENT ("*" = the venue) by hand."""
+    from surveil.regulator import manual_action
+
+    sent = manual_action(_settings(ctx), instrument, state="TRADING", note=note, venue=venue,
+                         user=user, case_id=case_id)
+    click.echo(json.dumps(sent))
+
+
 def main() -> None:
     cli(prog_name="surveil")
 

@@ -40,7 +40,7 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
-    halts = HaltSubscriber(settings.brokers, settings.topics.halts).start()
+    halts = HaltSubscriber.from_settings(settings).start()
     sink = KafkaSink(settings.brokers, settings.topics.trades)
     names = [i.name for i in INSTRUMENTS]
     ex = Exchange("m2m-sim", names, halts=halts, sink=sink, clock=time.time,

@@ -41,6 +41,10 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: f
         settings = settings.with_(brokers=broker.bootstrap)
     click.echo(f"broker: {settings.brokers}{'' if external else ' (embedded Tansu)'}")
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
+    from streams.signing import ensure_keys, keys_dir
+
+    ensure_keys(keys_dir(settings))  # the demo signs its halts and watches heartbeats
+    click.echo(f"halt signing keys: {keys_dir(settings)} (rotate with `surveil keys --rotate`)")
     env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
            "SURVEIL_TOPIC_PREFIX": settings.topic_prefix,
            "SURVEIL_DATA_DIR": str(settings.data_dir.resolve())}
