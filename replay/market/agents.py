@@ -224,6 +224,7 @@ class MarketMaker(Trader):
         self.linked = linked
         self.bias = float(rng.normal(0.0, spread / 4))
         self.orders: list[str] = []
+        self.quotes: dict[str, tuple[Side, float]] = {}  # live order id -> (side, price)
         self.center = 0.0
         self.next_requote = 0.0
         self.away_until = -math.inf
@@ -234,6 +235,7 @@ class MarketMaker(Trader):
         for oid in self.orders:
             m.cancel(oid)
         self.orders = []
+        self.quotes = {}
 
     def act(self, m: Market) -> None:
         if m.t < self.away_until:
@@ -259,10 +261,13 @@ class MarketMaker(Trader):
         for k in range(self.levels):
             off = max(center * half * (1.0 + 0.8 * k), tick * (k + 1))
             qty = size * (1.0 + 0.5 * k) * float(m.rng.uniform(0.8, 1.2))
-            if inv < self.limit:
-                self.orders.append(m.submit(self.id, self.inst, "buy", qty, center - off)[0])
-            if inv > -self.limit:
-                self.orders.append(m.submit(self.id, self.inst, "sell", qty, center + off)[0])
+            legs: tuple[tuple[Side, float, bool], ...] = (
+                ("buy", center - off, inv < self.limit), ("sell", center + off, inv > -self.limit))
+            for side, px, ok in legs:
+                if ok:
+                    oid = m.submit(self.id, self.inst, side, qty, px)[0]
+                    self.orders.append(oid)
+                    self.quotes[oid] = (side, m.rnd(self.inst, px))
         self.orders = [o for o in self.orders if m.alive(self.inst, o)]
         self.center = center
         self.next_requote = m.t + float(m.rng.uniform(5.0, 15.0))

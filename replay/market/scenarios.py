@@ -5,12 +5,15 @@ other agent; its ids come from :meth:`Market.register` (same format, same kinds 
 of owners and funders as honest agents). An episode records the trades it took part in, so its
 label (DESIGN §3.4) names exactly the agents, instruments and time span of what it did.
 
-- :class:`WashRing` (``wash_trade``): 2-3 ids of one owner pass the same quantity back and forth
-  inside the spread (round trips every 20-90 s).
+- :class:`WashRing` (``wash_trade``): 2-4 ids of one owner pass the same quantity back and forth
+  inside the spread (round trips every 20-90 s). About a third of rings hide their owner (registry
+  ``owner`` None, a different fresh funder per id); half draw a new quantity per round trip.
 - :class:`CircularRing` (``circular_trading``): 3-6 ids of different owners pass one quantity
-  around a cycle A→B→…→A, every round leaving each position flat.
-- :class:`SybilCluster` (``sybil_cluster``): a burst of 12-20 new ids funded by one fresh
-  account buys in lockstep (same size, same moment) then sells, trading among themselves too.
+  around a cycle A→B→…→A, every round leaving each position flat; half of the rings jitter each
+  leg's quantity by up to 0.2-1 % (positions then stay nearly flat).
+- :class:`SybilCluster` (``sybil_cluster``): a burst of 5-30 new ids buys in lockstep (same size,
+  same moment) then sells, trading among themselves too; in the registry they have one fresh
+  funder (~45 %), 2-4 fresh funders (~30 %), or are absent altogether (~25 %).
 - :class:`SellProgram` (``flash_crash``): a large market-sell program (May 2010 style) that runs
   until its quantity is sold; the arbitrageurs' reaction on energy is labelled ``contagion``.
 - :class:`BuyingFrenzy` (``price_spike``): momentum bots ladder bids up 3-9 % per step in a thin
@@ -97,26 +100,45 @@ def cross(m: Market, seller: str, buyer: str, inst: str, qty: float) -> list[Tra
 
 
 class WashRing(Episode):
-    """One owner, several ids, matched round trips (same quantity both ways)."""
+    """Ids of one (declared or hidden) owner, matched round trips (same quantity both ways).
+
+    A round trip is two crosses 20-90 s apart between one pair of the ids (drawn afresh, in
+    either direction, per round trip); ``vary`` draws a new quantity per round trip. A round trip
+    started before ``t1`` is completed, so every position ends flat.
+    """
 
     kind = "wash_trade"
 
     def __init__(self, agents: Sequence[str], inst: str, t0: float, t1: float,
-                 rng: np.random.Generator, lot: float) -> None:
+                 rng: np.random.Generator, lot: float, *, hidden: bool = False,
+                 vary: bool = False) -> None:
         super().__init__(agents, [inst], t0, t1, "")
+        self.lot, self.vary = lot, vary
         self.qty = float(round(lot * rng.integers(3, 8), 1))
         self.next = t0
         self.leg = 0
-        self.note = (f"{len(agents)} ids of one owner wash {self.qty:g} units of {inst} back and "
-                     "forth inside the spread (round trips every 20-90 s)")
+        self.pair = (0, 1)
+        who = ("one hidden owner (no owner in the registry, different funders)" if hidden
+               else "one owner")
+        size = (f"{self.qty:g} units" if not vary else
+                "the same quantity both ways (a new one per round trip)")
+        self.note = (f"{len(agents)} ids of {who} wash {size} of {inst} back and forth inside "
+                     "the spread (round trips every 20-90 s)")
+
+    def act(self, m: Market) -> None:
+        if self.t0 <= m.t and (m.t < self.t1 or self.leg % 2):
+            self.run(m)
 
     def run(self, m: Market) -> None:
         if m.t < self.next:
             return
-        a, b = self.agents[self.leg % 2], self.agents[(self.leg + 1) % 2]
-        if len(self.agents) > 2 and m.rng.random() < 0.3:
-            b = self.agents[2]
-        trades = cross(m, a, b, self.insts[0], self.qty)
+        if self.leg % 2 == 0:
+            i, j = m.rng.choice(len(self.agents), 2, replace=False)
+            self.pair = (int(i), int(j))
+            if self.vary and self.leg:
+                self.qty = float(round(self.lot * m.rng.integers(3, 8), 1))
+        i, j = self.pair if self.leg % 2 == 0 else self.pair[::-1]
+        trades = cross(m, self.agents[i], self.agents[j], self.insts[0], self.qty)
         if trades:
             self.keep(trades)
             self.leg += 1
@@ -129,12 +151,16 @@ class CircularRing(Episode):
     kind = "circular_trading"
 
     def __init__(self, agents: Sequence[str], inst: str, t0: float, t1: float,
-                 rng: np.random.Generator, lot: float) -> None:
+                 rng: np.random.Generator, lot: float, *, jitter: float = 0.0) -> None:
         super().__init__(agents, [inst], t0, t1, "")
         self.qty = float(round(lot * rng.uniform(4, 10), 1))
+        self.jitter = jitter
         self.next, self.hop = t0, 0
+        flat = ("positions stay flat" if not jitter else
+                f"each leg's quantity jittered by up to {100 * jitter:.1f} %, so positions stay "
+                "nearly flat")
         self.note = (f"ring of {len(agents)} ids passes {self.qty:g} units of {inst} around a "
-                     "cycle, one hop every 1-3 s, a round every 60-150 s; positions stay flat")
+                     f"cycle, one hop every 1-3 s, a round every 60-150 s; {flat}")
 
     def act(self, m: Market) -> None:
         # a round started before t1 is completed, so every position ends flat
@@ -146,7 +172,10 @@ class CircularRing(Episode):
             return
         n = len(self.agents)
         seller, buyer = self.agents[self.hop % n], self.agents[(self.hop + 1) % n]
-        trades = cross(m, seller, buyer, self.insts[0], self.qty)
+        qty = self.qty
+        if self.jitter:
+            qty = float(round(qty * (1.0 + float(m.rng.uniform(-self.jitter, self.jitter))), 1))
+        trades = cross(m, seller, buyer, self.insts[0], qty)
         if not trades:
             return
         self.keep(trades)
@@ -156,17 +185,24 @@ class CircularRing(Episode):
 
 
 class SybilCluster(Episode):
-    """New ids of one funder: lockstep buys (same size, same moment), inside trades, exit."""
+    """New ids of one operator: lockstep buys (same size, same moment), inside trades, exit.
+
+    ``funding`` says how the registry shows them: ``"one funder"``, ``"N funders"`` or
+    ``"unregistered"``. The lockstep size shrinks for big clusters (the total stays ~15 lots).
+    """
 
     kind = "sybil_cluster"
 
     def __init__(self, agents: Sequence[str], inst: str, t0: float, t1: float,
-                 rng: np.random.Generator, lot: float) -> None:
+                 rng: np.random.Generator, lot: float, *, funding: str = "one funder") -> None:
         super().__init__(agents, [inst], t0, t1, "")
-        self.qty = float(round(lot * rng.uniform(0.5, 1.0), 1))
+        per = lot * float(rng.uniform(0.5, 1.0)) * min(1.0, 15.0 / max(len(agents), 1))
+        self.qty = float(max(round(per, 1), 0.1))
         self.every = float(rng.uniform(6.0, 12.0))
         self.next = t0 + 30.0  # the ids are created in the first 25 s
-        self.note = (f"{len(agents)} ids created in a burst, funded by one account, buy "
+        how = {"one funder": "funded by one account",
+               "unregistered": "absent from the registry"}.get(funding, f"funded by {funding}")
+        self.note = (f"{len(agents)} ids created in a burst, {how}, buy "
                      f"{self.qty:g} units of {inst} each in lockstep every {self.every:.0f} s, "
                      "pass units among themselves and sell in lockstep at the end")
 

@@ -7,6 +7,13 @@ scenario's episodes and runs it. Everything is a function of the seed (one
 several bots; ~20 % of agents have no known owner) and funded by 4 shared accounts; planted agents
 get ids, kinds, owners and funders drawn the same way.
 
+Every scenario's honest background also holds a ``moderate`` dose of the honest look-alikes of
+:mod:`replay.market.crowds` (bots of one owner crossing by accident, market makers trading with
+one another, a product launch of 15-25 new ids, a declared fleet of 10-20 devices buying energy on
+a timetable): ~90 agents in all. The ``honest`` scenario is a busy honest day with the ``busy`` dose
+(5 owners' bots, market makers crossing every ~90 s per instrument, 3 launches of 15-40 ids, 3
+fleets of 10-30 devices; ~200 agents) and no labels. ``stats["crowds"]`` lists their ids.
+
 Scenario timing is relative to ``duration_s`` (D); see :data:`SCENARIOS` and the module notes
 of :mod:`replay.market.scenarios` for sizes. Collusion uses a cached Calvano training run:
 :data:`DEMO_CALVANO` (4 sessions, β = 2e-5 instead of 4e-6, convergence after 25k unchanged
@@ -37,6 +44,7 @@ from replay.market.agents import (
     MarketMaker,
     NoiseTrader,
 )
+from replay.market.crowds import add_crowds, fresh
 from replay.market.scenarios import (
     BuyingFrenzy,
     CircularRing,
@@ -63,7 +71,7 @@ __all__ = [
 ]
 
 SCENARIOS = ("calm", "wash", "circular", "sybil", "flash_crash", "spike", "collusion",
-             "competitive", "mixed")
+             "competitive", "mixed", "honest")
 #: Reduced Calvano run for the demo (documented in the module notes).
 DEMO_CALVANO = calvano.CalvanoConfig(sessions=4, beta=2e-5, max_periods=800_000,
                                      converge_periods=25_000, seed=1)
@@ -105,8 +113,12 @@ class People:
         return self.m.register(owner=owner, funded_by=funder, kind=kind, created_ts=created_ts)
 
 
-def populate(m: Market, p: People, insts: list[str]) -> list[str]:
-    """Honest agents on ``insts``; returns the arbitrageurs' ids."""
+def populate(m: Market, p: People, insts: list[str], *, dose: str | None = "moderate",
+             horizon: float = 3600.0, crowds: dict[str, list[list[str]]] | None = None
+             ) -> list[str]:
+    """Honest agents on ``insts``, plus a ``dose`` of the honest look-alike crowds of
+    :mod:`replay.market.crowds` (``None``: none; their ids by crowd go into ``crowds``);
+    returns the arbitrageurs' ids."""
     rng = m.rng
     for name in insts:
         n_mm, spread = _MM[name]
@@ -132,6 +144,10 @@ def populate(m: Market, p: People, insts: list[str]) -> list[str]:
             m.traders.append(Arbitrageur(aid, gpu="GPU-H100-1H", energy="KWH-SA-GRID",
                                          threshold=0.02, size=5 * m.specs["GPU-H100-1H"].lot,
                                          limit=60 * m.specs["GPU-H100-1H"].lot))
+    if dose is not None:
+        ids = add_crowds(m, p, insts, dose=dose, horizon=horizon)
+        if crowds is not None:
+            crowds.update(ids)
     return arbs
 
 
@@ -165,26 +181,40 @@ def _plant(scenario: str, m: Market, p: People, arbs: list[str], seed: int, d: f
     mixed = scenario == "mixed"
     lot = {k: v.lot for k, v in m.specs.items()}
     if scenario in ("wash", "mixed"):
-        owner = p.owners[int(rng.integers(8))] if rng.random() < 0.5 else (
-            f"org-{int(rng.integers(0, 16**6)):06x}")
-        ids = [p.add("trading-bot", owner=owner) for _ in range(int(rng.integers(2, 4)))]
+        n = int(rng.integers(2, 5))
+        hidden = bool(rng.random() < 0.35)
+        if hidden:  # the venue does not know the owner; each id has its own funder
+            ids = [p.add("trading-bot", owner=None, funder=fresh("acct", rng))
+                   for _ in range(n)]
+        else:
+            owner = p.owners[int(rng.integers(8))] if rng.random() < 0.5 else fresh("org", rng)
+            ids = [p.add("trading-bot", owner=owner) for _ in range(n)]
         a, b = (0.1, 0.35) if mixed else (0.3, 0.8)
         eps.append(WashRing(ids, "STORAGE-TB-MO", s + a * d, s + b * d, rng,
-                            lot["STORAGE-TB-MO"]))
+                            lot["STORAGE-TB-MO"], hidden=hidden, vary=bool(rng.random() < 0.5)))
     if scenario in ("circular", "mixed"):
         ids = [p.add(str(rng.choice(["trading-bot", "battery-controller"])))
                for _ in range(int(rng.integers(3, 7)))]
         a, b = (0.15, 0.4) if mixed else (0.3, 0.8)
+        jitter = float(rng.uniform(0.002, 0.01)) if rng.random() < 0.5 else 0.0
         eps.append(CircularRing(ids, "KWH-SA-GRID", s + a * d, s + b * d, rng,
-                                lot["KWH-SA-GRID"]))
+                                lot["KWH-SA-GRID"], jitter=jitter))
     if scenario in ("sybil", "mixed"):
         a, b = (0.2, 0.4) if mixed else (0.35, 0.8)
         t0 = s + a * d
-        funder = f"acct-{int(rng.integers(0, 16**6)):06x}"
-        created = t0 + np.sort(rng.uniform(0.0, 25.0, int(rng.integers(12, 21))))
-        ids = [p.add("cdn-node", owner=None, funder=funder, created_ts=float(c))
-               for c in created]
-        eps.append(SybilCluster(ids, "BW-10G-1H", t0, s + b * d, rng, lot["BW-10G-1H"]))
+        created = t0 + np.sort(rng.uniform(0.0, 25.0, int(rng.integers(5, 31))))
+        u = rng.random()
+        if u < 0.25:  # never registered: the venue knows nothing of them
+            funding = "unregistered"
+            ids = [m.new_id() for _ in created]
+        else:
+            k = 1 if u < 0.7 else int(rng.integers(2, 5))
+            funders = [fresh("acct", rng) for _ in range(k)]
+            funding = "one funder" if k == 1 else f"{k} funders"
+            ids = [p.add("cdn-node", owner=None, funder=funders[i % k], created_ts=float(c))
+                   for i, c in enumerate(created)]
+        eps.append(SybilCluster(ids, "BW-10G-1H", t0, s + b * d, rng, lot["BW-10G-1H"],
+                                funding=funding))
     if scenario in ("flash_crash", "mixed"):
         t0 = s + (0.55 if mixed else 0.5) * d
         seller = p.add("trading-bot")
@@ -229,7 +259,10 @@ def simulate(scenario: str, *, seed: int, duration_s: float, start: float = 1_76
     insts = INSTRUMENTS + ((COLLUSION_INSTRUMENT,) if collusive else ())
     m = Market(rng, start=start, dt=dt, instruments=insts)
     people = People(m)
-    arbs = populate(m, people, [i.name for i in INSTRUMENTS])
+    crowds: dict[str, list[list[str]]] = {}
+    arbs = populate(m, people, [i.name for i in INSTRUMENTS],
+                    dose="busy" if scenario == "honest" else "moderate", horizon=duration_s,
+                    crowds=crowds)
     cfg = calvano_cfg or DEMO_CALVANO
     episodes = _plant(scenario, m, people, arbs, seed, duration_s, Path(cache_dir), cfg)
     m.traders.extend(episodes)
@@ -247,6 +280,7 @@ def simulate(scenario: str, *, seed: int, duration_s: float, start: float = 1_76
                                   for k in m.specs},
         "exchange": {"trades": m.ex.counters.trades, "cancels": m.ex.counters.cancels,
                      "rejects": dict(m.ex.counters.rejects)},
+        "crowds": crowds,
     }
     return SimResult(trades=trades, agents=list(m.registry), labels=labels, stats=stats)
 
