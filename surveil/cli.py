@@ -295,8 +295,9 @@ def replay(ctx: click.Context, tape: Path, agents: Path | None, speed: str, loop
                 loop=loop, batch=batch)
 
 
+#: replay.market.sim.SCENARIOS, without importing the simulator (tests/test_cli.py compares)
 SCENARIOS = ("calm", "wash", "circular", "sybil", "flash_crash", "spike", "collusion",
-             "competitive", "mixed")
+             "competitive", "mixed", "honest")
 
 
 @cli.command()

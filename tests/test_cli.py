@@ -154,3 +154,10 @@ def test_up_runs_the_whole_system_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     obeyed = re.search(r"(\d+) halts obeyed", exchange_log)
     assert obeyed is not None, exchange_log[-2000:]
     assert int(obeyed.group(1)) > 0
+
+
+def test_the_cli_knows_every_scenario_of_the_simulator() -> None:
+    from replay.market.sim import SCENARIOS as SIM
+    from surveil.cli import SCENARIOS as CLI
+
+    assert CLI == SIM
