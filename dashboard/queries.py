@@ -166,6 +166,15 @@ class StoreReader:
             window_us=None if window_s is None else int(window_s * 1e6),
         )
 
+    def bars_between(self, instrument: str, start: datetime, end: datetime, *,
+                     limit: int = 20_000) -> pl.DataFrame:
+        """One-second bars of an instrument from ``start`` to ``end``, oldest first."""
+        return self.frame(
+            "SELECT venue, instrument, ts, open, high, low, close, volume, notional, trades "
+            "FROM bars WHERE instrument = $instrument AND ts BETWEEN $start AND $end "
+            "ORDER BY ts, venue LIMIT $limit",
+            instrument=instrument, start=start, end=end, limit=limit)
+
     def halts(
         self,
         instrument: str | None = None,

@@ -16,6 +16,9 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from dashboard import agents as _agents
+from dashboard import cases as _cases
+from dashboard import market as _market
 from dashboard.queries import StoreCounts, StoreReader
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "kinds_chart",
     "latest_alerts",
     "price_chart",
+    "query",
     "reader",
     "state_of",
     "store_dir",
@@ -55,7 +59,16 @@ _TIME_FORMAT: Final = "YYYY-MM-DD HH:mm:ss"
 
 
 def store_dir() -> Path:
-    """``$SURVEIL_STORE_DIR`` if set, else ``$SURVEIL_DATA_DIR/store`` (data dir ``var``)."""
+    """The store the session looks at: a replay's store when the analyst picked one (Replay
+    page), else ``$SURVEIL_STORE_DIR``, else ``$SURVEIL_DATA_DIR/store`` (data dir ``var``)."""
+    override = st.session_state.get("store_override")
+    if override:
+        return Path(override)
+    return live_store_dir()
+
+
+def live_store_dir() -> Path:
+    """The pipeline's store (see :func:`store_dir`)."""
     explicit = os.environ.get("SURVEIL_STORE_DIR")
     if explicit:
         return Path(explicit)
@@ -110,6 +123,26 @@ def _alert_kinds(store: str) -> list[str]:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def _alert(store: str, alert_id: str) -> dict[str, Any] | None:
     return _reader(store).alert(alert_id)
+
+
+_QUERIES: Final[dict[str, Any]] = {
+    "board": _market.board, "returns_grid": _market.returns_grid,
+    "halt_timeline": _market.halt_timeline, "health": _market.health,
+    "alert_page": _cases.alert_page, "case_states": _cases.case_states, "audit": _cases.audit,
+    "related_alerts": _cases.related_alerts, "agent_search": _agents.search,
+    "registry": _agents.registry, "agent_alerts": _agents.agent_alerts,
+    "structure": _agents.structure,
+}
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _query(store: str, name: str, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> Any:
+    return _QUERIES[name](_reader(store), *args, **dict(kwargs))
+
+
+def query(name: str, *args: Any, **kwargs: Any) -> Any:
+    """A desk query (:data:`_QUERIES`) over the session's store, cached for ``TTL_S``."""
+    return _query(str(store_dir()), name, args, tuple(sorted(kwargs.items())))
 
 
 def counts() -> StoreCounts:
@@ -231,6 +264,9 @@ def alert_table(df: pl.DataFrame, *, key: str | None = None, selectable: bool = 
         "summary": st.column_config.TextColumn("Summary", width="large"),
         "agents": st.column_config.ListColumn("Agents"),
         "detector": "Detector",
+        "case_id": "Case",
+        "disposition": "Disposition",
+        "assignee": "Assigned to",
         "alert_id": "Alert id",
     }
     labels = {k: kind_label(k) for k in df["kind"].unique().to_list()}
@@ -327,3 +363,32 @@ def kinds_chart(by_kind: dict[str, int]) -> alt.Chart:
         tooltip=["kind:N", "alerts:Q"],
     ).properties(height=alt.Step(26))
     return chart
+
+
+def board_table(board: pl.DataFrame) -> None:
+    """The market board: one row per instrument and venue, numbers formatted by :mod:`fmt`."""
+    from dashboard import fmt
+
+    shown = board.select(
+        "state", "instrument", "venue",
+        pl.col("last").map_elements(fmt.num, return_dtype=pl.String).alias("last"),
+        pl.col("change").map_elements(fmt.change, return_dtype=pl.String).alias("change"),
+        pl.struct("band_low", "band_high").map_elements(
+            lambda b: (f"{fmt.num(b['band_low'])} – {fmt.num(b['band_high'])}"
+                       if b["band_low"] is not None else fmt.DASH),
+            return_dtype=pl.String).alias("band"),
+        pl.col("volume").map_elements(fmt.num, return_dtype=pl.String).alias("volume"),
+        "spark", "reason", "since",
+        pl.col("obeyed").map_elements(lambda o: "obeyed: no trades since" if o else
+                                      "TRADES AFTER HALT", return_dtype=pl.String,
+                                      skip_nulls=True).alias("exchange"),
+    )
+    config: dict[str, Any] = {
+        "state": "State", "instrument": "Instrument", "venue": "Venue", "last": "Last",
+        "change": "Change", "band": "Band", "volume": "Volume",
+        "spark": st.column_config.LineChartColumn("Price", width="medium"),
+        "reason": "Reason", "since": st.column_config.DatetimeColumn(
+            "Since (UTC)", format=_TIME_FORMAT),
+        "exchange": "Exchange",
+    }
+    st.dataframe(_styled_states(shown), column_config=config, hide_index=True, key="board")

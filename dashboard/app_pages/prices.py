@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import ui
+from dashboard import charts, fmt, ui
 
 WINDOWS = {"5 minutes": 300, "15 minutes": 900, "1 hour": 3600, "4 hours": 14_400}
 
@@ -17,13 +17,15 @@ if not instruments:
 
 if st.session_state.get("instrument") not in instruments:  # first visit: start where it matters
     st.session_state["instrument"] = ui.instrument_of_interest(instruments)
-pick, span = st.columns([3, 1])
+pick, span, scale = st.columns([3, 1, 1])
 instrument = pick.selectbox("Instrument", instruments, key="instrument")
 window = span.selectbox("Window", list(WINDOWS), index=2, key="window")
+scale_pick = scale.selectbox("Scale", ["auto", "linear", "log"], key="scale",
+                             help="auto: log when the price spans more than 3×")
 
 
 @st.fragment(run_every="2s")
-def live_prices(instrument: str, seconds: int) -> None:
+def live_prices(instrument: str, seconds: int, log: bool | None) -> None:
     bars = ui.bars(instrument, window_s=seconds)
     halts = ui.halts(instrument)
     if bars.is_empty():
@@ -32,14 +34,14 @@ def live_prices(instrument: str, seconds: int) -> None:
         last, first = bars["close"][-1], bars["close"][0]
         state = ui.state_of(instrument)
         price, change, status = st.columns(3)
-        price.metric("Last price", f"{last:,.4f}", border=True)
-        change.metric(f"Change since {bars['ts'][0]:%H:%M:%S}", f"{(last / first - 1):+.2%}",
+        price.metric("Last price", fmt.num(last), border=True)
+        change.metric(f"Change since {bars['ts'][0]:%H:%M:%S}", fmt.change(last / first - 1),
                       border=True)
         status.metric("State", state.replace("_", " "), border=True)
-        st.altair_chart(ui.price_chart(bars, halts), width="stretch")
+        st.altair_chart(charts.price(bars, halts, log=log), width="stretch")
         st.altair_chart(ui.volume_chart(bars), width="stretch")
-        st.caption(f"Bars up to {ui.when(bars['ts'][-1])}. Dashed rules: halt signals; "
-                   "shaded: the time the instrument was not trading.")
+        st.caption(f"Bars up to {ui.when(bars['ts'][-1])}. The line breaks where no trades "
+                   "printed; shaded and the band below: the time it was not trading.")
 
     st.subheader(f"Halts of {instrument}")
     if halts.is_empty():
@@ -55,4 +57,4 @@ def live_prices(instrument: str, seconds: int) -> None:
         ui.alert_table(alerts, key="instrument_alerts")
 
 
-live_prices(instrument, WINDOWS[window])
+live_prices(instrument, WINDOWS[window], {"auto": None, "linear": False, "log": True}[scale_pick])

@@ -1,0 +1,209 @@
+"""Read-side queries of the market board: instruments, returns, the halt timeline, health.
+
+Pure functions of a :class:`~dashboard.queries.StoreReader`; no Streamlit. Windows are anchored
+at the newest bar in the store (not the wall clock), so a replayed day reads like a live one;
+the health figures alone compare with the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import duckdb
+import polars as pl
+
+from dashboard.fmt import duration
+from dashboard.queries import StoreReader
+from streams.store_layout import KINDS, part_files
+
+__all__ = ["Health", "board", "halt_timeline", "health", "returns_grid", "venue_index"]
+
+#: Kinds another component may add to the store; read when present, never required.
+HEARTBEAT_KINDS: Final = ("heartbeats", "heartbeat")
+ACK_KINDS: Final = ("acks", "halt_acks", "exchange_acks")
+#: Seconds after which a health figure counts as stale (the banner turns red).
+STALE_S: Final = {"store": 15.0, "heartbeat": 15.0, "watermark": 60.0}
+
+
+def _bars_since(window_s: float) -> str:
+    return ("SELECT * FROM bars WHERE ts >= (SELECT max(ts) FROM _bars_raw) - "
+            f"to_microseconds({int(window_s * 1e6)})")
+
+
+def board(reader: StoreReader, *, window_s: float = 3600, buckets: int = 60) -> pl.DataFrame:
+    """One row per (venue, instrument): state, last price, change over the window, band,
+    volume, and a sparkline (``spark``: closes of ``buckets`` equal slices of the window)."""
+    bucket_us = max(1, int(window_s * 1e6 / buckets))
+    prices = reader.frame(
+        f"WITH b AS ({_bars_since(window_s)}), "
+        "agg AS (SELECT venue, instrument, arg_min(close, ts) AS first, arg_max(close, ts) AS last,"
+        " max(ts) AS last_bar, sum(volume) AS volume, sum(notional) AS notional, "
+        " sum(trades) AS trades, max(high) AS high, min(low) AS low FROM b GROUP BY ALL), "
+        "sp AS (SELECT venue, instrument, list(close ORDER BY k) AS spark FROM ("
+        f" SELECT venue, instrument, epoch_us(ts) // {bucket_us} AS k, arg_max(close, ts) AS close"
+        " FROM b GROUP BY ALL) GROUP BY ALL) "
+        "SELECT agg.*, last / first - 1 AS change, sp.spark FROM agg JOIN sp USING "
+        "(venue, instrument) ORDER BY instrument, venue")
+    states = reader.halt_board()
+    if prices.is_empty():
+        return prices
+    venue_wide = states.filter((pl.col("instrument") == "*") & pl.col("active")).select(
+        "venue", pl.col("state").alias("venue_state"), pl.col("reason").alias("venue_reason"),
+        pl.col("since").alias("venue_since"))
+    own = states.filter(pl.col("instrument") != "*").select(
+        "venue", "instrument", "state", "reason", "since", "resume_at", "reference_price",
+        "band_low", "band_high")
+    out = (prices.join(own, on=["venue", "instrument"], how="left")
+           .join(venue_wide, on="venue", how="left")
+           .with_columns(
+               state=pl.when(pl.col("venue_state").is_not_null()).then(pl.col("venue_state"))
+               .otherwise(pl.col("state").fill_null("TRADING")),
+               reason=pl.coalesce("venue_reason", "reason"))
+           .drop("venue_state", "venue_reason"))
+    # the exchange obeys a halt when no bar (trade) came after it began: its acknowledgement as
+    # the tape shows it (a bar's second may straddle the signal: one second of grace)
+    since = pl.coalesce("venue_since", "since")
+    out = out.with_columns(obeyed=pl.when(pl.col("state") == "TRADING").then(None).otherwise(
+        pl.col("last_bar") <= since + pl.duration(seconds=1))).drop("venue_since")
+    rank = pl.col("state").replace_strict({"HALTED": 0, "PAUSED": 1, "QUOTE_ONLY": 2},
+                                          default=3, return_dtype=pl.Int8)
+    return out.sort(rank, "instrument", "venue")
+
+
+def returns_grid(reader: StoreReader, *, window_s: float = 3600,
+                 bucket_s: float = 60) -> pl.DataFrame:
+    """Return of each instrument in each ``bucket_s`` slice (close over previous close)."""
+    bucket_us = int(bucket_s * 1e6)
+    return reader.frame(
+        f"WITH b AS ({_bars_since(window_s)}), k AS (SELECT venue, instrument, "
+        f"time_bucket(to_microseconds({bucket_us}), ts) AS bucket, "
+        "arg_max(close, ts) AS close FROM b GROUP BY ALL) "
+        "SELECT venue, instrument, bucket, close, close / lag(close) OVER "
+        "(PARTITION BY venue, instrument ORDER BY bucket) - 1 AS ret FROM k "
+        "ORDER BY instrument, bucket")
+
+
+def venue_index(grid: pl.DataFrame) -> pl.DataFrame:
+    """An equal-weighted index per venue (100 at the window's start): the geometric mean of
+    each instrument's price relative to its first close in the window."""
+    if grid.is_empty():
+        return pl.DataFrame(schema={"venue": pl.String, "bucket": pl.Datetime("us", "UTC"),
+                                    "index": pl.Float64})
+    rel = grid.with_columns(
+        rel=(pl.col("close") / pl.col("close").first().over("venue", "instrument")).log())
+    return (rel.group_by("venue", "bucket").agg(index=pl.col("rel").mean().exp() * 100)
+            .sort("venue", "bucket"))
+
+
+def halt_timeline(reader: StoreReader, *, window_s: float = 3600) -> pl.DataFrame:
+    """Spans of non-trading state per (venue, instrument) overlapping the window (``*`` =
+    the whole venue); an open span ends at the newest event in the store."""
+    return reader.frame(
+        "WITH ends AS (SELECT greatest((SELECT max(ts) FROM _bars_raw), "
+        "(SELECT max(ts) FROM _halts_raw)) AS now), "
+        "h AS (SELECT venue, instrument, state, reason, ts AS start, "
+        "lead(ts) OVER (PARTITION BY venue, instrument ORDER BY seq) AS stop FROM halts) "
+        "SELECT venue, CASE WHEN instrument = '*' THEN '* ' || venue ELSE instrument END "
+        "AS instrument, state, reason, start, coalesce(stop, (SELECT now FROM ends)) AS stop, "
+        "stop IS NULL AS open FROM h WHERE state <> 'TRADING' AND coalesce(stop, "
+        "(SELECT now FROM ends)) >= (SELECT now FROM ends) - "
+        f"to_microseconds({int(window_s * 1e6)}) ORDER BY instrument, start")
+
+
+@dataclass(frozen=True)
+class Health:
+    """How alive the pipeline looks from the store; ages in wall-clock seconds (None = n/a)."""
+
+    checked_at: datetime
+    store_age_s: float | None
+    newest_event: datetime | None
+    watermark: datetime | None
+    watermark_lag_s: float | None
+    heartbeat_age_s: float | None
+    heartbeat_source: str
+    halts_active: int
+    #: active halts the exchange has obeyed (no trade since they began), or acknowledged
+    halts_acknowledged: int | None
+
+    @property
+    def problems(self) -> list[str]:
+        """What is stale, in words (empty when all is well)."""
+        out = []
+        if self.store_age_s is None:
+            out.append("the store has no data yet")
+        elif self.store_age_s > STALE_S["store"]:
+            out.append(f"the store writer last wrote {duration(self.store_age_s)} ago")
+        if self.heartbeat_age_s is not None and self.heartbeat_age_s > STALE_S["heartbeat"]:
+            out.append(f"the last worker heartbeat is {duration(self.heartbeat_age_s)} old")
+        if self.watermark_lag_s is not None and self.watermark_lag_s > STALE_S["watermark"]:
+            out.append(f"event time lags the wall clock by {duration(self.watermark_lag_s)}")
+        if self.halts_acknowledged is not None and self.halts_acknowledged < self.halts_active:
+            out.append(f"the exchange obeys {self.halts_acknowledged} of "
+                       f"{self.halts_active} current halts (trades after a halt began)")
+        return out
+
+
+def _newest_part_mtime(reader: StoreReader) -> float | None:
+    newest = None
+    for kind in KINDS:
+        for part in part_files(reader.store_dir / kind)[-3:]:  # names sort by write time
+            try:
+                mtime = os.stat(part).st_mtime
+            except FileNotFoundError:
+                continue
+            newest = mtime if newest is None else max(newest, mtime)
+    return newest
+
+
+def _optional_max_ts(reader: StoreReader, kinds: tuple[str, ...]) -> datetime | None:
+    for kind in kinds:
+        if kind in KINDS:
+            try:
+                ((ts,),) = reader.rows(f"SELECT max(ts) FROM _{kind}_raw")
+            except duckdb.Error:
+                return None
+            return ts  # type: ignore[no-any-return]
+    return None
+
+
+def health(reader: StoreReader, now: datetime | None = None) -> Health:
+    """Store freshness (newest part file), event-time lag (stage-2 watermark, else the newest
+    bar), worker heartbeats and exchange acknowledgements when the store has them."""
+    now = now or datetime.now(UTC)
+    mtime = _newest_part_mtime(reader)
+    ((newest, watermark),) = reader.rows(
+        "SELECT greatest((SELECT max(ts) FROM _bars_raw), (SELECT max(ts) FROM _alerts_raw), "
+        "(SELECT max(ts) FROM _halts_raw)), (SELECT max(window_end) FROM _structure_raw)")
+    mark = watermark or newest
+    beat = _optional_max_ts(reader, HEARTBEAT_KINDS)
+    source = "worker heartbeats" if beat is not None else "newest stored row"
+    beat_age = None if beat is None else (now - beat).total_seconds()
+    board_ = board(reader, window_s=86_400)
+    halted = board_.filter(pl.col("state") != "TRADING") if board_.height else board_
+    active = halted.height
+    acked: int | None = int(halted["obeyed"].sum()) if active else 0
+    for kind in ACK_KINDS:  # an exchange's own acknowledgements, when the store has them
+        if kind in KINDS:
+            try:
+                ((acked,),) = reader.rows(
+                    f"SELECT count(DISTINCT (venue, instrument, seq)) FROM {kind} a JOIN "
+                    "(SELECT venue, instrument, seq FROM halts QUALIFY row_number() OVER "
+                    "(PARTITION BY venue, instrument ORDER BY seq DESC) = 1 AND state <> "
+                    "'TRADING') h USING (venue, instrument, seq)")
+            except duckdb.Error:
+                pass
+            break
+    return Health(
+        checked_at=now,
+        store_age_s=None if mtime is None else max(0.0, now.timestamp() - mtime),
+        newest_event=newest,
+        watermark=mark,
+        watermark_lag_s=None if mark is None else (now - mark).total_seconds(),
+        heartbeat_age_s=beat_age,
+        heartbeat_source=source,
+        halts_active=active,
+        halts_acknowledged=acked,
+    )
