@@ -30,7 +30,8 @@ private key, PKCS#8, mode 0600) and ``public.json``, the file exchanges read::
 :func:`rotate` makes a new key for a role and gives the previous public key a ``not_after`` of
 now + grace (default 24 h, longer than the longest halt, since subscribers re-read the topic from
 the beginning); keys past their ``not_after`` are dropped from the file at the next rotation.
-Old private keys are not kept.
+Old private keys are not kept. A :class:`KeyRing` loaded from a file re-reads it (at most once a
+second) when it meets an unknown ``kid``, so running exchanges follow a rotation.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -146,6 +147,23 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _reloaded(self) -> bool:
+        """Re-read the source file if it changed (a rotation); at most once a second."""
+        now = time.monotonic()
+        if self.source is None or now < getattr(self, "_next_check", 0.0):
+            return False
+        self._next_check = now + 1.0
+        try:
+            fresh = KeyRing.load(self.source)
+        except ValueError as exc:
+            log.warning("keeping the loaded public keys: %s", exc)
+            return False
+        changed = set(fresh.keys) != set(self.keys)
+        self.keys = fresh.keys
+        if changed:
+            log.info("public keys reloaded from %s: %s", self.source, sorted(self.keys))
+        return changed
+
     @classmethod
     def load(cls, path: Path) -> KeyRing:
         """Read a public keys file (``halt-keys/1``); raises ``ValueError`` when malformed."""
@@ -179,6 +197,8 @@ class KeyRing:
         if not isinstance(kid, str) or not isinstance(sig, str):
             return "bad_signature"
         entry = self.keys.get(kid)
+        if entry is None and self._reloaded():
+            entry = self.keys.get(kid)
         if entry is None:
             return "unknown_key"
         if entry.not_after is not None and (time.time() if now is None else now) > entry.not_after:

@@ -87,6 +87,7 @@ def test_sign_and_verify_and_every_failure(keys: tuple[Signer, Signer, KeyRing])
 
 def test_key_files_rotation_and_grace(tmp_path: Path) -> None:
     old = rotate(tmp_path, "detector", now=NOW)
+    running = KeyRing.load(tmp_path / PUBLIC_FILE)  # an exchange started before the rotation
     assert stat.S_IMODE(os.stat(tmp_path / "detector.pem").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o700
     new = rotate(tmp_path, "detector", grace_s=3600, now=NOW + 100)
@@ -100,6 +101,7 @@ def test_key_files_rotation_and_grace(tmp_path: Path) -> None:
     assert ring.verify(signed_old, now=NOW + 3000) == "detector"  # within the grace period
     assert ring.verify(signed_old, now=NOW + 3800) == "expired_key"
     assert ring.verify(new.sign(halt(NOW)), now=NOW + 10**6) == "detector"
+    assert running.verify(new.sign(halt(NOW)), now=NOW + 200) == "detector"  # re-read the file
     rotate(tmp_path, "detector", now=NOW + 4000)  # expired keys leave the file
     assert old.kid not in KeyRing.load(tmp_path / PUBLIC_FILE).keys
     (tmp_path / "bad.json").write_text('{"schema": "halt-keys/1", "keys": [{"kid": "detector-'
