@@ -35,8 +35,8 @@ from typing import Any, Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-__all__ = ["ROLES", "User", "UsersConfig", "hash_password", "load_users", "rank", "users_file",
-           "verify", "write_users"]
+__all__ = ["ROLES", "User", "UsersConfig", "demo_users", "hash_password", "load_users", "rank",
+           "users_file", "verify", "write_users"]
 
 ROLES: Final = ("viewer", "analyst", "supervisor")
 _hasher = PasswordHasher()
@@ -134,6 +134,26 @@ def write_users(path: Path, users: dict[str, tuple[str, str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     path.chmod(0o600)
+
+
+def demo_users(data_dir: Path) -> list[str]:
+    """For ``surveil up``: one user per role with a random password, made once; the lines that
+    tell how to log in. The passwords live only in ``demo-logins.txt`` (mode 600) beside the
+    users file, which holds their hashes."""
+    import secrets
+
+    path, logins = data_dir / "users.toml", data_dir / "demo-logins.txt"
+    if not path.exists():
+        users = {role: (f"Demo {role}", role, secrets.token_urlsafe(9)) for role in ROLES}
+        write_users(path, users)
+        logins.write_text("".join(f"{u} {pw}\n" for u, (_, _, pw) in users.items()))
+        logins.chmod(0o600)
+    if not logins.exists():
+        return [f"desk users: {path} (python -m dashboard.auth hash makes a password hash)"]
+    pairs = [line.split(" ", 1) for line in logins.read_text().splitlines() if " " in line]
+    roles = {u: e.get("role", "?") for u, e in load_users(path).users.items()}
+    return [f"log in as {u!r} with password {pw!r} ({roles.get(u, '?')})"
+            for u, pw in pairs] + [f"desk users: {path}"]
 
 
 if __name__ == "__main__":  # python -m dashboard.auth hash

@@ -29,7 +29,9 @@ def serve(
     The app reads ``$SURVEIL_STORE_DIR`` (set to ``store_dir``) and, for anything else that
     derives paths from it, ``$SURVEIL_DATA_DIR`` (the parent when ``store_dir`` is
     ``<data_dir>/store``, the layout of :attr:`streams.settings.Settings.store_dir`). Output goes
-    to ``log_path`` when given. The caller owns the process: ``terminate()`` it when done.
+    to ``log_path`` when given. The server listens on ``address``, else
+    ``$SURVEIL_DASHBOARD_ADDRESS``, else 127.0.0.1 only (not every interface). The caller owns
+    the process: ``terminate()`` it when done.
     """
     store_dir = Path(store_dir).resolve()
     env = dict(os.environ, SURVEIL_STORE_DIR=str(store_dir))
@@ -43,8 +45,8 @@ def serve(
         "--server.fileWatcherType", "none",
         "--client.toolbarMode", "viewer",
     ]
-    if address:
-        cmd += ["--server.address", address]
+    cmd += ["--server.address",
+            address or os.environ.get("SURVEIL_DASHBOARD_ADDRESS") or "127.0.0.1"]
     if log_path is None:
         return subprocess.Popen(cmd, env=env)
     with open(log_path, "ab") as log:  # the child keeps its own descriptor

@@ -48,6 +48,9 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: f
     env = {**os.environ, "SURVEIL_BROKERS": settings.brokers,
            "SURVEIL_TOPIC_PREFIX": settings.topic_prefix,
            "SURVEIL_DATA_DIR": str(settings.data_dir.resolve())}
+    from dashboard.auth import demo_users
+
+    logins = demo_users(settings.data_dir)  # one desk user per role, made once
     procs = {
         "worker": _spawn(["worker", "--stage", "1"], env, logs / "worker.log"),
         "venue": _spawn(["worker", "--stage", "2"], env, logs / "venue.log"),
@@ -69,6 +72,8 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: f
         try:
             wait_ready(dashboard_port, 90)
             click.echo(f"dashboard: http://127.0.0.1:{dashboard_port}")
+            for line in logins:
+                click.echo(f"  {line}")
         except Exception as exc:  # noqa: BLE001 - report and keep the rest running
             click.echo(f"dashboard did not come up ({exc}); see {logs / 'dashboard.log'}",
                        err=True)
