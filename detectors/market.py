@@ -389,17 +389,30 @@ class MarketMonitor:
     def _restart(self, now: float) -> MonitorOutput:
         """Silent for ``idle_reset_s``: close the open bar and start afresh (as eviction would)."""
         out = self.flush()
-        clock, last, last_sec, var = self.clock, self.prev_mclose, self.prev_sec, self.var
-        p1, p2 = self.p1, self.p2
+        memo = self.memo()
         self.__init__(self.venue, self.instrument, self.config)  # type: ignore[misc]
-        self.clock = clock
-        if self.cold is not None and last and last_sec is not None:
-            # it wakes up cold: judged against its last known price (and prints) at once
+        if memo is not None:
+            self.wake(memo, now)
+        return out
+
+    def memo(self) -> tuple[Any, ...] | None:
+        """What an idle instrument must not forget (a few numbers, kept by the engine when it
+        evicts the monitor): its clock, last known price and volatility, last prints."""
+        if not self.prev_mclose or self.prev_sec is None:
+            return None
+        return (self.clock, self.prev_mclose, self.prev_sec, self.var, self.p1, self.p2)
+
+    def wake(self, memo: tuple[Any, ...], now: float) -> None:
+        """A fresh monitor of an instrument silent since ``memo`` was taken: it wakes up cold,
+        judged at once against its last known price (and prints: one stray print cannot
+        trip), with a band as wide as its old volatility and the silence warrant."""
+        clock, last, last_sec, var, p1, p2 = memo
+        self.clock = max(self.clock, clock)
+        if not math.isinf(self.config.cold_band):
             self.var = var  # for the width of the waking band only: learnt afresh from now
             self.cold = self._cold(last, now - last_sec, 0)
             self.var = 0.0
             self.p1, self.p2 = p1, p2
-        return out
 
     # ------------------------------------------------------------------ internals
     def _limit(self, clock: float, dev: float) -> bool:

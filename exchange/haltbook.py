@@ -13,7 +13,11 @@
   ``reason``, unparseable times, wrong ``schema``) are logged and counted, never raised.
 - Manual actions (reason ``MANUAL``, a regulator's ``surveil halt``/``surveil resume``) form a
   layer of their own per key: a detector's resumption does not lift a regulator's halt, and a
-  manual resumption (``TRADING``/``MANUAL``) lifts both the manual and the detector layer of its
+  manual resumption (``TRADING``/``MANUAL``) lifts the manual, the detector and the cross-market
+  layer of its key. The cross-market stage (contagion pauses of one instrument, reason
+  ``CONTAGION``, also on its resumption) has a layer of its own too, with its own ``seq``: the
+  instrument's own breaker and the venue-wide view decide independently, and neither lifts the
+  other's pause. The
   key. Manual halts never expire.
 - Expiry: a detector halt whose ``resume_at`` is behind the venue's event clock by
   ``expiry_grace_s`` is lifted even if its ``RESUME`` was lost (``MWC3`` excepted: it lasts the
@@ -96,6 +100,15 @@ SEVERITY: Final = {"TRADING": 0, "QUOTE_ONLY": 1, "PAUSED": 2, "HALTED": 3}
 _BY_SEVERITY: Final = {v: k for k, v in SEVERITY.items()}
 HEARTBEAT: Final = "heartbeat/1"
 MANUAL: Final = "MANUAL"
+#: Reasons of the cross-market stage's own layer (its resumptions carry the same reason).
+CROSS_REASONS: Final = frozenset({"CONTAGION"})
+LAYERS: Final = ("auto", "cross", "manual")
+
+
+def _layer(halt: Halt) -> str:
+    if halt.reason == MANUAL:
+        return "manual"
+    return "cross" if halt.reason in CROSS_REASONS else "auto"
 #: Halts that do not expire at ``resume_at`` (a level-3 market-wide halt lasts the day).
 NO_EXPIRY: Final = frozenset({"MWC3", MANUAL})
 #: Workers whose last heartbeat ``seq`` is remembered (bounded).
@@ -356,8 +369,7 @@ class HaltBook:
     def _store(self, halt: Halt) -> list[StateChange]:
         """Apply ``halt`` to its layer under the lock; the changes to report."""
         manual = halt.reason == MANUAL
-        layer = "manual" if manual else "auto"
-        key = (halt.venue, halt.instrument, layer)
+        key = (halt.venue, halt.instrument, _layer(halt))
         with self._lock:
             before = self._effective_unlocked(halt.venue, halt.instrument)
             last = self._layers.get(key)
@@ -365,10 +377,12 @@ class HaltBook:
                 raise _Rejected("replayed", f"{key}: seq {halt.seq} <= {last.seq}")
             self._layers[key] = halt
             if manual and halt.state == TRADING:  # the regulator's word lifts the detectors' too
-                auto = self._layers.get((halt.venue, halt.instrument, "auto"))
-                if auto is not None and auto.state != TRADING:
-                    self._layers[(halt.venue, halt.instrument, "auto")] = msgspec.structs.replace(
-                        auto, state=TRADING, reason=MANUAL, resume_at=None)
+                for layer in ("auto", "cross"):
+                    auto = self._layers.get((halt.venue, halt.instrument, layer))
+                    if auto is not None and auto.state != TRADING:
+                        self._layers[(halt.venue, halt.instrument, layer)] = \
+                            msgspec.structs.replace(auto, state=TRADING, reason=MANUAL,
+                                                    resume_at=None)
             self.counters.applied += 1
             after = self._effective_unlocked(halt.venue, halt.instrument)
         if before == after:
@@ -497,7 +511,7 @@ class HaltBook:
     def _effective_unlocked(self, venue: str, instrument: str) -> str:
         level = 0
         for inst in {instrument, MARKET_WIDE}:
-            for layer in ("auto", "manual"):
+            for layer in LAYERS:
                 halt = self._layers.get((venue, inst, layer))
                 if halt is not None:
                     level = max(level, SEVERITY[halt.state])
@@ -519,6 +533,7 @@ class HaltBook:
         else the latest manual one."""
         with self._lock:
             return (self._layers.get((venue, instrument, "auto"))
+                    or self._layers.get((venue, instrument, "cross"))
                     or self._layers.get((venue, instrument, "manual")))
 
     def reference_price(self, venue: str, instrument: str) -> float | None:

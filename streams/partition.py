@@ -43,6 +43,7 @@ instrument's trade is refused with reason ``capacity`` (counted, in the dead-let
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,8 @@ INF = math.inf
 #: A flood of new instruments past the budget is dead-lettered one by one up to this many per
 #: batch; the rest of the batch's refusals become one record with their count.
 DLQ_CAPACITY_PER_BATCH = 1_000
+#: Evicted instruments remembered (a few numbers each, ~200 B).
+MAX_MEMOS = 100_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +141,9 @@ class PartitionState:
     #: Offset of the next message of this partition not yet reflected in the state.
     next_offset: int | None = None
     next_sweep: float = -INF
+    #: What evicted instruments must not forget (MarketMonitor.memo), least recent first: an
+    #: instrument waking after hours is judged against its last known price at once.
+    memos: OrderedDict[Key, tuple[Any, ...]] = field(default_factory=OrderedDict)
     _refused: int = 0
     _full: bool = False
 
@@ -203,7 +209,7 @@ class PartitionState:
                 duplicates += 1
                 continue
             if slot is None:
-                slot = self._admit(key, groups, tr.asset_class)
+                slot = self._admit(key, groups, tr.asset_class, ts)
                 if slot is None:
                     self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
                                  f"partition {self.partition} are all warm and active",
@@ -338,8 +344,8 @@ class PartitionState:
 
 
     # ------------------------------------------------------------------ memory
-    def _admit(self, key: Key, pending: dict[Key, Any],
-               asset_class: str | None = None) -> Slot | None:
+    def _admit(self, key: Key, pending: dict[Key, Any], asset_class: str | None = None,
+               ts: float = -INF) -> Slot | None:
         cfg = self.config
         if len(self.slots) >= cfg.max_instruments and (self._full or
                                                        not self._make_room(pending)):
@@ -351,8 +357,11 @@ class PartitionState:
 
             flows = FlowWindows(key[0], key[1], window_s=cfg.window_s, partition=self.partition,
                                 tick_s=cfg.tick_s)
-        slot = self.slots[key] = Slot(MarketMonitor(key[0], key[1], self.market), flows,
-                                      asset_class)
+        monitor = MarketMonitor(key[0], key[1], self.market)
+        memo = self.memos.pop(key, None)
+        if memo is not None:
+            monitor.wake(memo, ts)
+        slot = self.slots[key] = Slot(monitor, flows, asset_class)
         self.newcomers[key] = None
         return slot
 
@@ -409,6 +418,11 @@ class PartitionState:
         self.open_flows.get(key[0], set()).discard(key)
         if emit is not None:
             emit(slot.monitor, slot.monitor.flush())
+        memo = slot.monitor.memo()
+        if memo is not None and slot.n >= self.config.clock_quorum:  # not a one-trade junk id
+            self.memos[key] = memo
+            while len(self.memos) > MAX_MEMOS:
+                self.memos.popitem(last=False)
         if summaries is not None and slot.flows is not None:
             summaries += slot.flows.flush()
             self._prices(key[0], slot.flows.take_ticks(), summaries)

@@ -38,7 +38,7 @@ from detectors.structure import MarketStructure, StructureMetrics
 from detectors.venue_base import CrossMarketDetector, HaltDecision, VenueDetector
 from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import Agent, Alert, Halt, encode, iso, parse_ts
-from streams.outputs import DeliveryError, KafkaSink, Record
+from streams.outputs import DeliveryError, KafkaSink, Record, halt_record
 from streams.settings import Settings
 from streams.worker import rebalance_listener
 
@@ -212,10 +212,16 @@ class VenueStage:
         seq = max(round(d.ts * 1e6), self.halt_seq.get(key, -1) + 1)
         self.halt_seq.pop(key, None)
         self.halt_seq[key] = seq
+        reason = d.reason
+        if d.state == "TRADING" and d.instrument != "*":
+            # the end of a contagion pause says so: subscribers keep the cross-market decisions
+            # on a layer of their own (exchange.haltbook), which a RESUME of the instrument's
+            # own breaker does not lift, nor this one the breaker's
+            reason = "CONTAGION"
         while len(self.halt_seq) > 100_000:  # oldest keys first (insertion order)
             del self.halt_seq[next(iter(self.halt_seq))]
         return Halt(seq=seq, ts=iso(d.ts), emitted_at=iso(self.wall_clock()), venue=venue,
-                    instrument=d.instrument, state=d.state, reason=d.reason,
+                    instrument=d.instrument, state=d.state, reason=reason,
                     resume_at=iso(d.resume_at) if d.resume_at is not None else None,
                     reference_price=d.reference_price, band_low=d.band_low,
                     band_high=d.band_high, alert_ids=list(d.alert_ids))
@@ -228,7 +234,8 @@ class VenueStage:
             out.extend(self.close(name, math.inf))
         return out
 
-    def feed(self, summaries: Sequence[WindowSummary | PriceBatch], watermarks: Sequence[Any]) -> VenueOutput:
+    def feed(self, summaries: Sequence[WindowSummary | PriceBatch],
+             watermarks: Sequence[Any]) -> VenueOutput:
         """Stage 1's output, in process (backtest): encoded and handled as the ``flows`` records
         the live stage 1 would publish, so both paths decode the same bytes."""
         out = VenueOutput()
@@ -348,7 +355,7 @@ class VenueWorker:
         topics = self.settings.topics
         recs: list[Record] = [(topics.structure, m.venue.encode(), encode(m)) for m in out.metrics]
         recs += [(topics.alerts, a.alert_id.encode(), encode(a)) for a in out.alerts]
-        recs += [(topics.halts, h.instrument.encode(), encode(h)) for h in out.halts]
+        recs += [halt_record(self.settings, h) for h in out.halts]  # signed
         try:
             assert self.sink is not None
             await self.sink.deliver(recs)

@@ -51,6 +51,23 @@ def test_seq_must_increase_per_key() -> None:
     assert (counters.received, counters.applied, counters.stale, counters.invalid) == (6, 4, 2, 0)
 
 
+def test_contagion_pauses_have_a_layer_and_a_sequence_of_their_own() -> None:
+    """Stage 2's cross-market pause and the instrument's own breaker decide independently:
+    neither's resumption lifts the other's pause, and their seqs do not compete."""
+    book = HaltBook()
+    assert book.apply(halt(500, "PAUSED", reason="CONTAGION"))
+    assert book.apply(halt(900, "PAUSED", reason="LUDP"))  # the breaker, later in event time
+    assert book.apply(halt(600, "TRADING", reason="CONTAGION"))  # not stale: its own layer
+    assert book.state("v1", GPU) == "PAUSED"  # the breaker's pause holds
+    assert book.apply(halt(950, "TRADING", reason="RESUME"))
+    assert book.state("v1", GPU) == "TRADING"
+    assert book.apply(halt(1000, "PAUSED", reason="CONTAGION"))
+    assert book.apply(halt(1100, "TRADING", reason="RESUME"))  # the breaker's resumption
+    assert book.state("v1", GPU) == "PAUSED"  # does not end the contagion pause
+    assert book.apply(halt(1200, "TRADING", reason="MANUAL"))  # a regulator's resume ends both
+    assert book.state("v1", GPU) == "TRADING"
+
+
 def test_market_wide_overrides_and_clears() -> None:
     book = HaltBook()
     book.apply(halt(10, "PAUSED", instrument=KWH, reason="LUDP"))
