@@ -17,7 +17,8 @@ Rules
 - **Call phase (halts).** :meth:`OrderBook.halt` stops matching. Limit GTC orders are then
   *queued* (they rest, the book may become crossed); market and IOC orders are rejected with a
   reason, since they cannot wait for a price; cancels work as usual. :meth:`OrderBook.reopen`
-  runs the single-price uncross of :mod:`exchange.auction` and returns to continuous trading.
+  runs the single-price uncross of :mod:`exchange.auction` and returns to continuous trading;
+  given price collars, it never prints outside them (orders through a collar slide to it).
   Before the uncross an agent's own crossing orders are resolved by the STP mode, so an
   auction never pairs an agent with itself.
 - **Trades** are :class:`streams.contracts.Trade` with ``ts`` = the caller's event time, trade
@@ -114,13 +115,18 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Auction:
-    """Result of a reopening uncross (``price is None``: the book was not crossed)."""
+    """Result of a reopening uncross (``price is None``: the book was not crossed).
+
+    ``bounded``: the equilibrium lay outside the price collars and the auction printed at the
+    collar-bounded price.
+    """
 
     price: float | None
     volume: float
     imbalance: float
     trades: tuple[Trade, ...] = ()
     stp_cancelled: tuple[tuple[str, float], ...] = ()
+    bounded: bool = False
 
 
 class _Resting:
@@ -343,7 +349,8 @@ class OrderBook:
             return Auction(None, 0.0, 0.0)
         return Auction(found.price, found.volume, found.imbalance)
 
-    def reopen(self, ts: float, reference_price: float | None = None) -> Auction:
+    def reopen(self, ts: float, reference_price: float | None = None, *,
+               collars: tuple[float, float] | None = None) -> Auction:
         """Uncross at a single price at event time ``ts``, then resume continuous trading.
 
         Parameters
@@ -353,18 +360,45 @@ class OrderBook:
         reference_price
             Reference for the last tie-break (e.g. the halt's ``reference_price``); default
             the last trade price, if any.
+        collars
+            ``(low, high)``: the print must lie within them. When the equilibrium is outside,
+            orders priced through a collar are repriced to it (new time priority) and the book
+            uncrosses at the collar-bounded price (``bounded=True``; see :mod:`exchange.auction`).
         """
         cancelled = self._prevent_self_crossing()
+        reference = self._reference(reference_price)
         bids, asks = self.depth()
-        found = uncross_price(bids, asks, self._reference(reference_price))
+        found = uncross_price(bids, asks, reference)
+        bounded = False
+        if found is not None and collars is not None and not (
+                collars[0] <= found.price <= collars[1]):
+            low, high = collars
+            self._slide(low, high)
+            bids, asks = self.depth()
+            found = uncross_price(bids, asks, min(max(found.price, low), high))
+            bounded = True
         trades: list[Trade] = []
         if found is not None:
             trades = self._allocate(found.price, ts)
         self.phase = "CONTINUOUS"
         if found is None:
-            return Auction(None, 0.0, 0.0, (), tuple(cancelled))
+            return Auction(None, 0.0, 0.0, (), tuple(cancelled), bounded)
         volume = sum(t.qty for t in trades)
-        return Auction(found.price, volume, found.imbalance, tuple(trades), tuple(cancelled))
+        return Auction(found.price, volume, found.imbalance, tuple(trades), tuple(cancelled),
+                       bounded)
+
+    def _slide(self, low: float, high: float) -> None:
+        """Reprice bids above ``high`` down to it and asks below ``low`` up to it."""
+        # better-priced orders first, so they keep priority among the repriced ones
+        through = [o for p in self._bids.irange(minimum=high, inclusive=(False, True),
+                                                reverse=True)
+                   for o in self._bids[p].orders.values()]
+        through += [o for p in self._asks.irange(maximum=low, inclusive=(True, False))
+                    for o in self._asks[p].orders.values()]
+        for order in through:
+            self._remove(order)
+            self._rest(order.order_id, order.side, high if order.side == "buy" else low,
+                       order.remaining, order.agent)
 
     def _reference(self, reference_price: float | None) -> float | None:
         return reference_price if reference_price is not None else self.last_price

@@ -12,7 +12,13 @@ in-process) for the instrument's state:
   ``ioc_during_halt``); with ``on_halt="reject"`` every new order is rejected (``halted``).
   Cancels always work.
 - back to ``TRADING``: the book reopens with a single-price uncross (reference price: the
-  signal's ``reference_price``, else the last trade) and continuous trading resumes.
+  signal's ``reference_price``, else the last trade) and continuous trading resumes. The
+  reopening obeys price collars around that reference (:class:`~exchange.auction.CollarPolicy`,
+  default on): an indicative price outside them *extends* the call phase by 30 s of event time
+  (the caller's ``ts``/clock, checked at every call and :meth:`Exchange.tick`) and widens the
+  breached collar by 5 %; after 3 extensions the auction prints at the collar-bounded price.
+  ``counters.auction_extensions`` / ``counters.bounded_auctions`` count them and
+  :attr:`Exchange.auction_log` keeps the last 1,000 :class:`~exchange.auction.AuctionEvent`.
 
 Halt state is re-read at every call, so obeying a halt needs no callback and runs on the
 caller's thread with the caller's event time. Trades go to a sink in batches of up to
@@ -34,11 +40,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from exchange.auction import AuctionEvent, CollarPolicy, Reopening
 from exchange.book import Ack, Auction, Order, OrderBook, Reject, StpMode
 from exchange.haltbook import HaltSource
 from streams.contracts import Trade
@@ -129,6 +136,8 @@ class ExchangeCounters:
     halts_obeyed: int = 0
     auctions: int = 0
     auction_trades: int = 0
+    auction_extensions: int = 0
+    bounded_auctions: int = 0
     published_trades: int = 0
     published_batches: int = 0
 
@@ -158,6 +167,8 @@ class Exchange:
         Optional ``asset_class`` per instrument, written into trades.
     wall_clock
         Monotonic clock for batching, injectable.
+    collars
+        Price collars and extensions of reopening auctions; ``None``: uncross at once, anywhere.
     """
 
     def __init__(
@@ -174,6 +185,7 @@ class Exchange:
         stp: StpMode = "cancel_resting",
         asset_classes: Mapping[str, str] | None = None,
         wall_clock: Callable[[], float] = time.monotonic,
+        collars: CollarPolicy | None = CollarPolicy(),  # noqa: B008 (frozen, immutable)
     ) -> None:
         if on_halt not in ("queue", "reject"):
             raise ValueError(f"on_halt must be 'queue' or 'reject', got {on_halt!r}")
@@ -191,6 +203,10 @@ class Exchange:
             batch_size, linger_ms / 1000, on_halt, stp)
         self.wall_clock = wall_clock
         self.counters = ExchangeCounters()
+        self.collars = collars
+        #: The latest steps of reopening auctions (extensions, uncrosses), oldest first.
+        self.auction_log: deque[AuctionEvent] = deque(maxlen=1000)
+        self._reopenings: dict[str, Reopening] = {}
         self.books: dict[str, OrderBook] = {}
         self._asset_classes = dict(asset_classes or {})
         self._buffer: list[Trade] = []
@@ -282,7 +298,8 @@ class Exchange:
     def _sync(self, book: OrderBook, ts: float) -> Auction | None:
         state = self.state(book.instrument)
         if state != "TRADING":
-            if book.halt():
+            extending = self._reopenings.pop(book.instrument, None) is not None
+            if book.halt() or extending:
                 self.counters.halts_obeyed += 1
                 log.info("%s %s: %s, continuous trading stopped", self.venue, book.instrument,
                          state)
@@ -291,14 +308,49 @@ class Exchange:
             return None
         reference = (self.halts.reference_price(self.venue, book.instrument)
                      if self.halts is not None else None)
-        auction = book.reopen(ts, reference)
+        if reference is None:
+            reference = book.last_price
+        collars: tuple[float, float] | None = None
+        reopening = self._reopenings.get(book.instrument)
+        if self.collars is not None and reference is not None:
+            if reopening is None:
+                reopening = Reopening(self.collars, reference=reference, ts=ts)
+                self._reopenings[book.instrument] = reopening
+            reference = reopening.reference
+            indicative = book.indicative(reference).price
+            decision = reopening.decide(indicative, ts)
+            collars = reopening.bounds
+            if decision == "wait":
+                return None
+            if decision == "extend":
+                self.counters.auction_extensions += 1
+                self._record(ts, book.instrument, "extended", reopening, indicative, None, 0.0)
+                log.info("%s %s reopening extended to %g: indicative %s outside collars %s",
+                         self.venue, book.instrument, reopening.deadline, indicative, collars)
+                return None
+        else:
+            indicative = None
+        self._reopenings.pop(book.instrument, None)
+        auction = book.reopen(ts, reference, collars=collars)
         self.counters.auctions += 1
+        self.counters.bounded_auctions += auction.bounded
         self.counters.auction_trades += len(auction.trades)
         self.counters.stp_cancels += len(auction.stp_cancelled)
+        self._record(ts, book.instrument, "bounded" if auction.bounded else "uncrossed",
+                     reopening, indicative, auction.price, auction.volume, reference)
         log.info("%s %s reopened: price %s, volume %g, imbalance %g", self.venue,
                  book.instrument, auction.price, auction.volume, auction.imbalance)
         self._emit(auction.trades)
         return auction
+
+    def _record(self, ts: float, instrument: str, kind: str, reopening: Reopening | None,
+                indicative: float | None, price: float | None, volume: float,
+                reference: float | None = None) -> None:
+        low, high = reopening.bounds if reopening is not None else (None, None)
+        self.auction_log.append(AuctionEvent(
+            ts, instrument, kind, reopening.reference if reopening is not None else reference,
+            low, high, indicative, price, volume,
+            reopening.extensions if reopening is not None else 0))
 
     def _reject(self, reject: Reject) -> Reject:
         self.counters.rejects[reject.reason] += 1

@@ -269,20 +269,23 @@ _action = st.one_of(
               st.sampled_from(["GTC", "GTC", "IOC"]), st.sampled_from(["a", "b", "c"])),
     st.tuples(st.just("cancel"), st.integers(0, 60)),
 )
-#: (actions in continuous trading, actions while halted, reference price of the reopening)
+#: (actions in continuous trading, actions while halted, reference price of the reopening,
+#: width of its price collars around the reference or None)
 _segment = st.tuples(st.lists(_action, max_size=12), st.lists(_action, max_size=12),
-                     st.one_of(st.none(), st.integers(1, 6).map(float)))
+                     st.one_of(st.none(), st.integers(1, 6).map(float)),
+                     st.one_of(st.none(), st.sampled_from([0.05, 0.1, 0.25])))
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(segments=st.lists(_segment, min_size=1, max_size=4),
        stp=st.sampled_from(["cancel_resting", "cancel_incoming", "none"]))
 def test_never_crossed_and_volume_conserved(segments: list[tuple[Any, ...]], stp: str) -> None:
-    """After any sequence: never crossed outside a halt, and every unit is accounted for."""
+    """After any sequence: never crossed outside a halt, and every unit is accounted for;
+    a collared reopening prints within its collars."""
     book = OrderBook(INS, stp=stp)  # type: ignore[arg-type]
     ops: list[tuple[Any, ...]] = []
-    for before, during, reference in segments:
-        ops += [*before, ("halt",), *during, ("reopen", reference)]
+    for before, during, reference, width in segments:
+        ops += [*before, ("halt",), *during, ("reopen", reference, width)]
     submitted = traded = cancelled = 0.0
     for n, op in enumerate(ops):
         trades: tuple[Trade, ...] = ()
@@ -305,10 +308,16 @@ def test_never_crossed_and_volume_conserved(segments: list[tuple[Any, ...]], stp
         elif op[0] == "halt":
             book.halt()
         else:
-            auction = book.reopen(float(n), op[1])
+            _, reference, width = op
+            collars = None
+            if reference is not None and width is not None:
+                collars = (reference * (1 - width), reference * (1 + width))
+            auction = book.reopen(float(n), reference, collars=collars)
             cancelled += sum(q for _, q in auction.stp_cancelled)
             trades = auction.trades
             assert len({t.price for t in trades}) <= 1
+            if collars is not None:
+                assert all(collars[0] <= t.price <= collars[1] for t in trades)
         traded += sum(t.qty for t in trades)
         for t in trades:
             assert t.qty > 0
