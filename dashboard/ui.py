@@ -18,6 +18,7 @@ import streamlit as st
 
 from dashboard import agents as _agents
 from dashboard import cases as _cases
+from dashboard import fmt
 from dashboard import market as _market
 from dashboard.queries import StoreCounts, StoreReader
 
@@ -198,7 +199,7 @@ def instrument_of_interest(choices: list[str]) -> str:
 def alert_label(row: dict[str, Any]) -> str:
     """One line naming an alert in a picker."""
     return (f"{row['ts']:%Y-%m-%d %H:%M:%S} · {kind_label(row['kind'])} · "
-            f"score {row['score']:.0f} · {row['summary']}")
+            f"score {fmt.score(row['score'])} · {row['summary']}")
 
 
 def empty_store_note(what: str = "data") -> None:
@@ -367,8 +368,6 @@ def kinds_chart(by_kind: dict[str, int]) -> alt.Chart:
 
 def board_table(board: pl.DataFrame) -> None:
     """The market board: one row per instrument and venue, numbers formatted by :mod:`fmt`."""
-    from dashboard import fmt
-
     shown = board.select(
         "state", "instrument", "venue",
         pl.col("last").map_elements(fmt.num, return_dtype=pl.String).alias("last"),

@@ -22,10 +22,8 @@ from streams.store import StoreWriter
 __all__: list[str] = []
 
 
-@pytest.fixture
-def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A filled store with one case (the wash alert: opened, investigating, a note)."""
-    store = tmp_path / "store"
+def fill_desk(store: Path) -> None:
+    """The dashboard's store plus one case (the wash alert: opened, investigating, a note)."""
     fill_store(store)
     actions = [new_action("open", case_id="a-wash", actor="ana", role="analyst",
                           alert_ids=["a-wash"], reason="round trips"),
@@ -35,8 +33,13 @@ def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                           note="same owner on both sides", reason="registry")]
     with StoreWriter(store) as writer:
         writer.add("cases", [msgspec.to_builtins(a) for a in actions])
+
+
+@pytest.fixture
+def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    fill_desk(tmp_path / "store")
     monkeypatch.setenv("SURVEIL_DATA_DIR", str(tmp_path))
-    yield store
+    yield tmp_path / "store"
     st.cache_data.clear()
     st.cache_resource.clear()
 
