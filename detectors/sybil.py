@@ -5,8 +5,9 @@ Rules
 - **Lockstep.** In each window, a *moment* is one second in which at least three ids traded on
   the same side of one instrument (from the first and last trade time of every buyer→seller
   pair). Two ids are *linked* when they share at least two moments and at least half the
-  moments of the busier of the two (so a market maker, present in every moment, links to
-  nobody). A connected group of at least ``min_group`` linked ids is a lockstep group.
+  trading seconds of the busier of the two (so a market maker, present in every moment, links
+  to nobody, nor does a bystander who happened to trade in two of the swarm's seconds). A
+  connected group of at least ``min_group`` linked ids is a lockstep group.
 - **Episodes.** A group joins the episode of its instrument that holds at least half of its
   ids, else opens one. The episode keeps its ids (at most ``max_members``), the moments they
   shared, the trades among them (edges, at most 64) and a sample of trade ids (at most 20).
@@ -172,11 +173,11 @@ class SybilClusterDetector:
                 for t in {p.first_ts, p.last_ts}:
                     moments.setdefault((math.floor(t), True), set()).add(p.buyer)
                     moments.setdefault((math.floor(t), False), set()).add(p.seller)
+        count: Counter[str] = Counter(a for s in moments.values() for a in s)
         sets = [sorted(s) for s in moments.values() if 3 <= len(s) <= self.max_moment]
-        count: Counter[str] = Counter(a for s in sets for a in s)
         co: Counter[tuple[str, str]] = Counter(
             (a, b) for s in sets for i, a in enumerate(s) for b in s[i + 1:])
-        parent = {a: a for a in count}
+        parent = {a: a for s in sets for a in s}
 
         def root(a: str) -> str:
             while parent[a] != a:
@@ -188,7 +189,7 @@ class SybilClusterDetector:
             if n >= 2 and 2 * n >= max(count[a], count[b]):
                 parent[root(a)] = root(b)
         comps: dict[str, list[str]] = {}
-        for a in sorted(count):
+        for a in sorted(parent):
             comps.setdefault(root(a), []).append(a)
         out = []
         for group in comps.values():
