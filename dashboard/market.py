@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import duckdb
@@ -29,8 +29,11 @@ STALE_S: Final = {"store": 15.0, "heartbeat": 15.0, "watermark": 60.0}
 
 
 def _bars_since(window_s: float) -> str:
-    return ("SELECT * FROM bars WHERE ts >= (SELECT max(ts) FROM _bars_raw) - "
-            f"to_microseconds({int(window_s * 1e6)})")
+    # filter the raw parts first, then drop duplicates: much cheaper than the deduplicated
+    # view over a day of bars
+    return ("SELECT * FROM _bars_raw WHERE ts >= (SELECT max(ts) FROM _bars_raw) - "
+            f"to_microseconds({int(window_s * 1e6)}) QUALIFY row_number() OVER "
+            "(PARTITION BY venue, instrument, ts ORDER BY ts) = 1")
 
 
 def board(reader: StoreReader, *, window_s: float = 3600, buckets: int = 60) -> pl.DataFrame:
@@ -181,10 +184,18 @@ def health(reader: StoreReader, now: datetime | None = None) -> Health:
     beat = _optional_max_ts(reader, HEARTBEAT_KINDS)
     source = "worker heartbeats" if beat is not None else "newest stored row"
     beat_age = None if beat is None else (now - beat).total_seconds()
-    board_ = board(reader, window_s=86_400)
-    halted = board_.filter(pl.col("state") != "TRADING") if board_.height else board_
+    states = reader.halt_board().filter(pl.col("active"))
+    last = reader.frame("SELECT venue, instrument, max(ts) AS last_bar FROM _bars_raw "
+                        "GROUP BY ALL")
+    wide = states.filter(pl.col("instrument") == "*").select("venue", since_all="since")
+    own = states.filter(pl.col("instrument") != "*").select("venue", "instrument", "since")
+    halted = (last.join(own, on=["venue", "instrument"], how="left")
+              .join(wide, on="venue", how="left")
+              .with_columns(since=pl.coalesce("since_all", "since"))
+              .filter(pl.col("since").is_not_null()))
     active = halted.height
-    acked: int | None = int(halted["obeyed"].sum()) if active else 0
+    acked: int | None = int((halted["last_bar"] <= halted["since"]
+                             + timedelta(seconds=1)).sum()) if active else 0
     for kind in ACK_KINDS:  # an exchange's own acknowledgements, when the store has them
         if kind in KINDS:
             try:
