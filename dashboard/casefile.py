@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import streamlit as st
@@ -95,7 +95,7 @@ def _price_around(alert: dict[str, Any]) -> None:
 
 
 def _wide(bars: pl.DataFrame) -> bool:
-    low, high = float(bars["low"].min() or 0), float(bars["high"].max() or 0)
+    low, high = cast(float, bars["low"].min() or 0), cast(float, bars["high"].max() or 0)
     return low > 0 and high / low > charts.LOG_SPAN
 
 

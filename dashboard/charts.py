@@ -70,7 +70,7 @@ def price(bars: pl.DataFrame, halts: pl.DataFrame, *, log: bool | None = None,
     more than :data:`LOG_SPAN` times."""
     start, end = cast(datetime, bars["ts"].min()), cast(datetime, bars["ts"].max())
     if log is None:
-        low, high = float(bars["low"].min() or 0), float(bars["high"].max() or 0)
+        low, high = cast(float, bars["low"].min() or 0), cast(float, bars["high"].max() or 0)
         log = low > 0 and high / low > LOG_SPAN
     y_scale = alt.Scale(type="log", zero=False) if log else alt.Scale(zero=False)
     data = segments(bars).with_columns(
@@ -116,7 +116,7 @@ def price(bars: pl.DataFrame, halts: pl.DataFrame, *, log: bool | None = None,
 def returns_heatmap(grid: pl.DataFrame) -> alt.Chart:
     """Instruments × time buckets, coloured by return (red down, blue up, symmetric)."""
     data = grid.drop_nulls("ret")
-    top = float(data["ret"].abs().max() or 0.01) if data.height else 0.01
+    top = cast(float, data["ret"].abs().max() or 0.01) if data.height else 0.01
     chart: alt.Chart = alt.Chart(data).mark_rect().encode(
         x=alt.X("bucket:T", title="Time (UTC)", axis=alt.Axis(format="%H:%M")),
         y=alt.Y("instrument:N", title=None),
@@ -210,7 +210,7 @@ def network(edges: list[dict[str, Any]], *, highlight: list[str],
         tooltip=["agent:N", "role:N", "funded_by:N"])
     label = alt.Chart(points).mark_text(dy=-16, fontSize=11).encode(x=sx, y=sy, text="agent:N")
     chart: alt.LayerChart = alt.layer(fund, edge, node, label).properties(
-        height=420).interactive()
+        height=420).interactive()  # type: ignore[assignment]
     return chart
 
 

@@ -41,7 +41,9 @@ def user() -> User | None:
         return User(**current)
     config = load_users()
     if oidc_configured() and getattr(st.user, "is_logged_in", False):
-        u = config.oidc_user(str(st.user.get("email") or ""), st.user.get("name"))
+        name = st.user.get("name")
+        u = config.oidc_user(str(st.user.get("email") or ""),
+                             name if isinstance(name, str) else None)
         st.session_state[_KEY] = u
         return u
     if not config.configured and not oidc_configured():

@@ -3,6 +3,7 @@ its counterparties (from alert evidence) and its cluster (agents sharing its fun
 
 from __future__ import annotations
 
+import polars as pl
 import streamlit as st
 
 from dashboard import agents, charts, fmt, session, ui
@@ -39,8 +40,8 @@ if peers.is_empty():
     st.caption("No alert evidence shows whom it traded with.")
 else:
     st.dataframe(peers.with_columns(
-        notional=peers["notional"].map_elements(fmt.money, return_dtype=str),
-        qty=peers["qty"].map_elements(fmt.num, return_dtype=str)), hide_index=True,
+        notional=peers["notional"].map_elements(fmt.money, return_dtype=pl.String),
+        qty=peers["qty"].map_elements(fmt.num, return_dtype=pl.String)), hide_index=True,
         key="peers")
     edges = [e for ev in named["evidence"].to_list() for e in agents.edges_of(ev)
              if agent in (e["buyer"], e["seller"])]
