@@ -3,7 +3,7 @@
 :class:`WashTradeDetector` (kind ``wash_trade``) is a stage-2 detector
 (:mod:`detectors.venue_base`). Per instrument it reads each closed window's pair flows and applies
 position-neutral volume matching (Victor & Weintraud 2021; Chainalysis' "same volume back within
-~5 min, ≥ 3 times"):
+~5 min, ≥ 3 times"; ``return_s`` allows twice that):
 
 - **round trip** — for every unordered pair ``{a, b}`` the flows of the last ``return_s`` seconds
   are summed per direction; when both directions traded and the sums agree within ``tol``
@@ -97,7 +97,7 @@ class WashTradeDetector:
     name = "wash"
     version = "1"
 
-    def __init__(self, *, tol: float = 0.01, return_s: float = 300.0, horizon_s: float = 1200.0,
+    def __init__(self, *, tol: float = 0.01, return_s: float = 600.0, horizon_s: float = 1800.0,
                  min_trips: int = 3, min_share: float = 0.4, cooldown_s: float = 1800.0,
                  grow: float = 3.0, max_pairs: int = 2000, max_agents: int = 2000,
                  max_trips: int = 512, max_instruments: int = 64) -> None:
@@ -136,7 +136,7 @@ class WashTradeDetector:
         for p in view.pairs:
             if p.buyer == p.seller:
                 new.append(_Trip(p.first_ts, p.last_ts, p.buyer, p.buyer, p.qty, p.qty, p.count,
-                                 p.count, p.notional, p.notional, tuple(p.trade_ids)))
+                                 p.count, p.notional, p.notional, tuple(p.trade_ids[:8])))
                 continue
             a, b = sorted((p.seller, p.buyer))
             row = flows.setdefault((a, b), [t, p.first_ts, p.last_ts, 0.0, 0.0, 0, 0, 0.0, 0.0, []])
@@ -155,7 +155,7 @@ class WashTradeDetector:
                     min(r[1] for r in rows), max(r[2] for r in rows), *key, q_ab, q_ba,
                     sum(r[5] for r in rows), sum(r[6] for r in rows),
                     sum(r[7] for r in rows), sum(r[8] for r in rows),
-                    tuple(i for r in rows for i in r[9])))
+                    tuple(i for r in rows for i in r[9])[:8]))
                 continue
             book.pairs[key] = rows
             while len(book.pairs) > self.max_pairs:
@@ -179,7 +179,8 @@ class WashTradeDetector:
 
     def _judge(self, view: WindowView, book: _Book, fresh: set[str],
                ctx: VenueContext | None) -> list[Finding]:
-        ok = {a for a, (g, m, _) in book.agents.items() if g > 0 and m >= self.min_share * g}
+        names = {a for x in book.trips for a in (x.a, x.b)}
+        ok = {a for a in names if (row := book.agents.get(a)) and row[1] >= self.min_share * row[0]}
         parent: dict[str, str] = {}
 
         def root(x: str) -> str:
