@@ -98,14 +98,18 @@ def test_planted_round_trips_fire_once_with_evidence() -> None:
     assert len(found) == 1
     f = found[0]
     assert (f.kind, f.agents, f.instrument, f.score) == ("wash_trade", ["a", "b", "c"], "TB", 50.0)
-    assert f.ts % W == 0 and f.key.startswith("wash-")
+    assert f.ts % W == 0
+    assert f.key.startswith("wash-")
     ev = f.evidence
-    assert ev["round_trips"] == 3 and ev["registry"] == {} and ev["max_mismatch"] == 0
+    assert ev["round_trips"] == 3
+    assert ev["registry"] == {}
+    assert ev["max_mismatch"] == 0
     assert 0 < len(ev["trade_ids"]) <= 20
     assert {(e["seller"], e["buyer"]) for e in ev["edges"]} <= {
         (x, y) for x in "abc" for y in "abc" if x != y}
     assert sum(e["qty"] for e in ev["edges"]) == pytest.approx(2 * ev["volume_each_way"])
-    assert f.summary.endswith("ending flat") and "\n" not in f.summary
+    assert f.summary.endswith("ending flat")
+    assert "\n" not in f.summary
 
 
 def test_accidental_crosses_of_one_owner_are_not_wash() -> None:
@@ -148,7 +152,8 @@ def test_split_and_slightly_off_return_legs_count_as_round_trips() -> None:
         t = k * 400.0
         legs += [(t, a, b, 10.0), (t + 70, b, a, 4.0), (t + 130, b, a, 5.96)]  # 0.4 % short
     [f] = run(WashTradeDetector(), views(legs))
-    assert f.evidence["round_trips"] == 3 and f.evidence["max_mismatch"] == 0.004
+    assert f.evidence["round_trips"] == 3
+    assert f.evidence["max_mismatch"] == 0.004
 
 
 def test_no_registry_works_and_registry_raises_score() -> None:
@@ -160,8 +165,10 @@ def test_no_registry_works_and_registry_raises_score() -> None:
     assert [f.score for f in plain] == [f.score for f in unknown] == [50.0]
     assert [f.key for f in plain] == [f.key for f in owned]
     [f] = owned
-    assert f.score > 60 and "of one owner" in f.summary
-    assert f.evidence["registry"]["a"]["owner"] == "org-9" and f.evidence["linked_share"] == 1.0
+    assert f.score > 60
+    assert "of one owner" in f.summary
+    assert f.evidence["registry"]["a"]["owner"] == "org-9"
+    assert f.evidence["linked_share"] == 1.0
 
 
 def test_episode_alerts_once_then_on_growth() -> None:
@@ -180,7 +187,8 @@ def test_pickle_round_trip_continues_identically() -> None:
     det = WashTradeDetector()
     first = run(det, vs[:10])
     rest = run(pickle.loads(pickle.dumps(det)), vs[10:])
-    assert len(whole) >= 1 and first + rest == whole
+    assert len(whole) >= 1
+    assert first + rest == whole
 
 
 def test_other_instruments_do_not_change_findings() -> None:
@@ -199,7 +207,8 @@ def test_batching_through_both_stages_does_not_matter() -> None:
     reg = [Agent(agent_id=a, owner="org-1", venue="default") for a in "abc"]
     small = venue_findings(trades, agents=reg, detectors=[WashTradeDetector()], batch_size=37)
     large = venue_findings(trades, agents=reg, detectors=[WashTradeDetector()])
-    assert small == large and [f.agents for f in small] == [["a", "b", "c"]]
+    assert small == large
+    assert [f.agents for f in small] == [["a", "b", "c"]]
     assert "of one owner" in small[0].summary
 
 
@@ -216,7 +225,9 @@ def test_memory_is_bounded_after_many_distinct_agents() -> None:
             det.observe(v, None)
     assert len(det._books) <= 3
     for book in det._books.values():
-        assert len(book.pairs) <= 50 and len(book.agents) <= 80 and len(book.trips) <= 20
+        assert len(book.pairs) <= 50
+        assert len(book.agents) <= 80
+        assert len(book.trips) <= 20
         assert len(book.episodes) <= 64
     assert len(pickle.dumps(det)) < 200_000
 
@@ -229,4 +240,5 @@ def test_simulated_wash_ring_is_found_and_nothing_else() -> None:
     found = venue_findings(res.trades, agents=res.agents, detectors=[WashTradeDetector()])
     assert found, "the planted ring was missed"
     for f in found:
-        assert set(f.agents) <= set(label["agents"]) and f.instrument == label["instruments"][0]
+        assert set(f.agents) <= set(label["agents"])
+        assert f.instrument == label["instruments"][0]
