@@ -205,7 +205,8 @@ class PriceCollusionDetector:
             st.calm.append(index)
             cutters = sorted(s for s, c in war["cut"].items() if c >= war["thr"])
             if len(cutters) < 2 or fall < war["thr"] * war["plateau"]:
-                st.moves.append(max(fall, 0.0) / war["plateau"])  # an ordinary dip after all
+                if sum(c >= war["thr"] / 2 for c in war["cut"].values()) < 2:
+                    st.moves.append(max(fall, 0.0) / war["plateau"])  # one seller's dip: calm
                 return None
             st.war_level = war["sum"] / (war["n"] - 1)
             ep = {"start": war["start"], "windows": war["n"] - 1, "plateau": war["plateau"],
