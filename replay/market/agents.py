@@ -2,8 +2,13 @@
 
 :class:`Market` wraps a reference :class:`~exchange.venue.Exchange` (in-process, event time) with
 what agents need: the drifting fair values, an order-id counter, positions, recent prices and the
-agent registry. Every agent, honest or not, trades only through :meth:`Market.submit`, i.e.
-through the exchange's order books (price-time priority, STP for the same id only).
+agent registry. A fair value is a log random walk (``sigma`` per √s) pulled back to the
+instrument's reference price with a half-life of ``revert_s`` (default 30 min; a stationary
+spread of 1-3 % for the listed instruments): fundamentals wander but never follow a manipulated
+price, and an hour-long live market does not drift away. Every agent, honest or not, trades
+only through :meth:`Market.submit`, i.e. through the exchange's order books (price-time
+priority, STP for the same id only); trades of reopening auctions (run by
+:meth:`Exchange.tick` when a halt ends) count like any other: last price, positions, tape.
 
 Honest populations (each a :class:`Trader` with ``act(market)`` called once per step):
 
@@ -81,8 +86,11 @@ class Market:
 
     def __init__(self, rng: np.random.Generator, *, start: float, dt: float = 0.5,
                  instruments: tuple[Instrument, ...] = INSTRUMENTS,
-                 venue: str = "m2m-sim", exchange: Exchange | None = None) -> None:
+                 venue: str = "m2m-sim", exchange: Exchange | None = None,
+                 revert_s: float | None = 1800.0) -> None:
         self.rng, self.t, self.dt, self.start = rng, start, dt, start
+        #: Half-life (s) of the fair values' pull back to the reference price (None: pure GBM).
+        self.revert_s = revert_s
         self.specs = {i.name: i for i in instruments}
         self.sink = MemorySink()
         self.ex = exchange or Exchange(
@@ -145,14 +153,18 @@ class Market:
         res = self.ex.submit(Order(oid, inst, side, qty, agent, price=px, tif=tif), ts=self.t)
         if isinstance(res, Reject):
             return oid, []
-        for tr in res:
-            self.last[inst] = tr.price
-            pb = self.pos.setdefault(tr.buyer, {})
-            pb[inst] = pb.get(inst, 0.0) + tr.qty
-            ps = self.pos.setdefault(tr.seller, {})
-            ps[inst] = ps.get(inst, 0.0) - tr.qty
-        self.trades.extend(res)
+        self.book(res)
         return oid, res
+
+    def book(self, trades: list[Trade]) -> None:
+        """Take trades into the last prices, positions and tape."""
+        for tr in trades:
+            self.last[tr.instrument] = tr.price
+            pb = self.pos.setdefault(tr.buyer, {})
+            pb[tr.instrument] = pb.get(tr.instrument, 0.0) + tr.qty
+            ps = self.pos.setdefault(tr.seller, {})
+            ps[tr.instrument] = ps.get(tr.instrument, 0.0) - tr.qty
+        self.trades.extend(trades)
 
     def cancel(self, order_id: str) -> None:
         self.ex.cancel(order_id)
@@ -178,10 +190,13 @@ class Market:
 
     # ------------------------------------------------------------------ clock
     def step_fair(self) -> None:
-        """Advance every fair value one step (GBM; GPU also follows energy)."""
+        """Advance every fair value one step (log random walk pulled back to the reference
+        price with half-life ``revert_s``; GPU also follows energy)."""
         sq = math.sqrt(self.dt)
+        pull = 1.0 - 0.5 ** (self.dt / self.revert_s) if self.revert_s else 0.0
         for name, spec in self.specs.items():
-            self._walk[name] *= math.exp(float(self.rng.normal(0.0, spec.sigma * sq)))
+            shock = float(self.rng.normal(0.0, spec.sigma * sq))
+            self._walk[name] = math.exp((1.0 - pull) * math.log(self._walk[name]) + shock)
         for name, spec in self.specs.items():
             fair = spec.price * self._walk[name]
             if name == "GPU-H100-1H" and "KWH-SA-GRID" in self.specs:
@@ -196,7 +211,7 @@ class Market:
     def step(self) -> None:
         """One event-time step: fair values move, every trader acts (random order), time moves."""
         self.step_fair()
-        self.ex.tick(self.t)
+        self.book(self.ex.tick(self.t))  # reopening auctions due now
         for k in self.rng.permutation(len(self.traders)):
             self.traders[int(k)].act(self)
         self.record()

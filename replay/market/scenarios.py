@@ -277,15 +277,22 @@ class BuyingFrenzy(Episode):
         self.note = (f"{len(agents)} momentum bots ladder bids on {inst} 3-9 % above the last "
                      f"price every 0.5 s until it is {peak:.1f}x its start")
 
+    def act(self, m: Market) -> None:
+        # the bots withdraw every bid they still have at the end, also when the live loop's
+        # steps (wall clock) jump over the last step before t1: stale bids 3-5x above the
+        # market would keep it there
+        if m.t + m.dt >= self.t1:
+            if self.bids and m.t >= self.t0:
+                for oid in self.bids:
+                    m.cancel(oid)
+                self.bids = []
+            return
+        super().act(m)
+
     def run(self, m: Market) -> None:
         inst = self.insts[0]
         if self.base is None:
             self.base = m.last[inst]
-        if m.t + m.dt >= self.t1:
-            for oid in self.bids:
-                m.cancel(oid)
-            self.bids = []
-            return
         top = max(m.last[inst], m.best(inst)[0] or 0.0)
         for a in self.agents:
             if m.rng.random() < 0.6:
