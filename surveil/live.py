@@ -2,11 +2,14 @@
 
 Honest agents (market makers, noise, fundamental traders, arbitrageurs; :mod:`replay.market`)
 trade through :class:`exchange.venue.Exchange`, which publishes every trade to ``trades`` in
-batches and obeys ``halts`` through a :class:`exchange.halts.HaltSubscriber`. Every
-``crash_every`` seconds a sell program (flash crash, spilling into energy through the
-arbitrageurs) or a buying frenzy (spike) is planted, so the demo shows detectors halting an
-instrument, the exchange stopping its matching, and the reopening auction on resumption.
-Event time is the wall clock.
+batches and obeys ``halts`` through a :class:`exchange.halts.HaltSubscriber`. About every
+``crash_every`` seconds the :class:`~replay.market.live.Planter` plants an episode — a sell
+program (flash crash, spilling into energy through the arbitrageurs), a buying frenzy (spike), a
+wash ring, a circular ring or a Sybil burst, rotating over kinds and instruments — never on an
+instrument that is halted, paused or quote-only, just reopened, cooling down from its previous
+episode or not yet back at its fair value. So the demo shows detectors halting an instrument,
+the exchange stopping its matching, the reopening auction on resumption, and the price going back
+to fundamentals. Event time is the wall clock, one step every ``dt`` seconds.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import signal
 import threading
 import time
 from threading import Event
-
-import numpy as np
 
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -32,9 +33,8 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
     """Run until ``stop`` is set, Ctrl-C or SIGTERM (then close cleanly)."""
     from exchange.halts import HaltSubscriber
     from exchange.venue import Exchange, KafkaSink
-    from replay.market.agents import INSTRUMENTS, Market
-    from replay.market.scenarios import BuyingFrenzy, Episode, SellProgram
-    from replay.market.sim import People, populate
+    from replay.market.agents import INSTRUMENTS
+    from replay.market.live import LiveMarket
 
     stop = stop or Event()
     if threading.current_thread() is threading.main_thread():
@@ -45,45 +45,26 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
     names = [i.name for i in INSTRUMENTS]
     ex = Exchange("m2m-sim", names, halts=halts, sink=sink, clock=time.time,
                   asset_classes={i.name: i.asset_class for i in INSTRUMENTS})
-    rng = np.random.default_rng(seed)
-    market = Market(rng, start=time.time(), dt=dt, instruments=INSTRUMENTS, exchange=ex)
-    people = People(market)
-    arbs = populate(market, people, names)
-    lots = {k: v.lot for k, v in market.specs.items()}
-    first = market.t + max(crash_every, 90.0)  # let the detectors warm up first
-    planted = 0
-    log.info("exchange m2m-sim: %d instruments, %d agents; an event every %.0f s",
+    live = LiveMarket(ex, seed=seed, start=time.time(), dt=dt, every=max(crash_every, 0.0))
+    market = live.m
+    log.info("exchange m2m-sim: %d instruments, %d agents; an episode about every %.0f s",
              len(names), len(market.registry), crash_every)
     try:
         while not stop.is_set():
-            market.t = max(market.t, time.time())
-            if crash_every > 0 and market.t >= first + planted * crash_every:
-                t0 = market.t + 2.0
-                if planted % 2 == 0:
-                    seller = people.add("trading-bot")
-                    market.traders.append(SellProgram(
-                        seller, "GPU-H100-1H", t0, t0 + 60.0, chunk=6 * lots["GPU-H100-1H"],
-                        related="KWH-SA-GRID", watchers=arbs))
-                    log.info("planted a sell program on GPU-H100-1H by %s", seller)
-                else:
-                    ids = [people.add("trading-bot") for _ in range(5)]
-                    market.traders.append(BuyingFrenzy(
-                        ids, "BW-10G-1H", t0, t0 + 25.0, rng, lots["BW-10G-1H"], peak=4.0))
-                    log.info("planted a buying frenzy on BW-10G-1H")
-                planted += 1
-                market.traders = [x for x in market.traders  # forget finished episodes
-                                  if not (isinstance(x, Episode) and x.t1 + 600 < market.t)]
-            ex.tick()  # obey halt changes, run due reopening auctions
-            market.step()
+            # one step per dt of wall clock: the step's time is the wall clock, or the next
+            # step's when the loop is early (a late loop skips ahead, it does not catch up)
+            live.step(time.time())  # obeys halt changes, runs due reopening auctions
             ex.flush()
-            delay = market.t + dt - time.time()
+            delay = market.t - time.time()  # market.t is now the next step's time
             if delay > 0:
                 time.sleep(delay)
     except KeyboardInterrupt:
         pass
     finally:
         c = ex.counters
-        log.info("exchange stopping: %d trades, %d halts obeyed, %d auctions, rejects %s",
-                 c.trades, c.halts_obeyed, c.auctions, dict(c.rejects))
+        planted = live.planter.planted if live.planter is not None else []
+        log.info("exchange stopping: %d trades, %d halts obeyed, %d auctions, %d episodes, "
+                 "rejects %s", c.trades, c.halts_obeyed, c.auctions, len(planted),
+                 dict(c.rejects))
         sink.close()
         halts.stop()

@@ -330,15 +330,17 @@ def report(scenario: str, *, seed: int, sessions: int,
 
 def run_live(exchange: Exchange, *, stop: Callable[[], bool], speed: float = 1.0,
              seed: int = 0, dt: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.time) -> Market:
-    """Step calm honest agents against a live ``exchange`` (wall-clock event time) until
-    ``stop()``; ``speed`` > 1 steps faster than real time. Returns the market for inspection."""
-    rng = np.random.default_rng(seed)
-    listed = [i for i in INSTRUMENTS if i.name in exchange.books] or list(INSTRUMENTS)
-    m = Market(rng, start=clock(), dt=dt, instruments=tuple(listed), exchange=exchange)
-    populate(m, People(m), [i.name for i in listed])
+             clock: Callable[[], float] = time.time, every: float = 0.0,
+             **planter: Any) -> Market:
+    """Step the honest agents against a live ``exchange`` (wall-clock event time) until
+    ``stop()``; ``speed`` > 1 steps faster than real time. With ``every`` > 0 a
+    :class:`~replay.market.live.Planter` plants an episode about every ``every`` s where the
+    market trades and has settled (``planter``: its options; a
+    :class:`~replay.market.live.LiveMarket` gives access to it). Returns the market."""
+    from replay.market.live import LiveMarket
+
+    live = LiveMarket(exchange, seed=seed, start=clock(), dt=dt, every=every, **planter)
     while not stop():
-        m.t = max(m.t, clock())
-        m.step()
+        live.step(clock())
         sleep(dt / speed)
-    return m
+    return live.m
