@@ -18,7 +18,15 @@ from detectors.venue_base import CrossMarketDetector, VenueDetector
 __all__ = ["DETECTORS", "make_detectors"]
 
 #: (detector name, "module:Class"), in calling order.
-DETECTORS: Final[tuple[tuple[str, str], ...]] = ()
+DETECTORS: Final[tuple[tuple[str, str], ...]] = (
+    ("wash", "detectors.wash:WashTradeDetector"),
+    ("circular", "detectors.circular:CircularTradingDetector"),
+    ("sybil", "detectors.sybil:SybilClusterDetector"),
+    ("price_collusion", "detectors.collusion:PriceCollusionDetector"),
+    ("anomaly", "detectors.anomaly:AgentAnomalyDetector"),
+    ("marketwide", "detectors.marketwide:MarketWideBreaker"),
+    ("contagion", "detectors.contagion:ContagionDetector"),
+)
 
 
 def make_detectors(names: Sequence[str] | None = None

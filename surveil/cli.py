@@ -73,18 +73,34 @@ class _Command(click.Command):
         self.params.extend(_global_options(on_group=False))
 
     def invoke(self, ctx: click.Context) -> Any:
-        given = {name: ctx.params.pop(name, None) for name in _GLOBAL_PARAMS}
-        if given.pop("verbose"):
-            logging.getLogger().setLevel(logging.DEBUG)
-        base = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
-        ctx.obj = base.with_(**given)
+        _fold_globals(ctx)
         return super().invoke(ctx)
+
+
+def _fold_globals(ctx: click.Context) -> None:
+    given = {name: ctx.params.pop(name, None) for name in _GLOBAL_PARAMS}
+    if given.pop("verbose"):
+        logging.getLogger().setLevel(logging.DEBUG)
+    base = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+    ctx.obj = base.with_(**given)
 
 
 class _Group(click.Group):
     """The ``surveil`` group; ``@cli.command()`` makes a :class:`_Command`."""
 
     command_class = _Command
+
+
+class _SubGroup(_Group):
+    """A group of subcommands (``surveil config get``) that takes the global options too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options(on_group=False))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _fold_globals(ctx)
+        return super().invoke(ctx)
 
 
 @click.group(cls=_Group, params=_global_options(on_group=True),
@@ -217,7 +233,7 @@ def evaluate(out_dir: Path, labels: Path, grace: float, lenient: bool, as_json: 
         click.echo(json.dumps(ev.to_dict()))
 
 
-@cli.group(name="config", cls=_Group)
+@cli.group(name="config", cls=_SubGroup)
 def config_group() -> None:
     """Runtime-tunable thresholds (per venue, asset class or instrument) on the config topic."""
 

@@ -21,7 +21,8 @@ from streams.schema_files import load_schema
 from surveil.cli import cli
 
 COMMANDS = {"up", "broker", "worker", "store", "dashboard", "simulate", "replay", "backtest",
-            "evaluate", "bench", "feed", "exchange"}
+            "evaluate", "evaluate-suite", "bench", "feed", "exchange", "keys", "halt", "resume",
+            "config"}
 
 
 def invoke(*args: str) -> str:

@@ -93,6 +93,9 @@ class Planter:
         self.cycle: list[str] = []
         self.next = m.t + max(every, warmup)  # let the detectors warm up first
         self.free_at = {name: -math.inf for name in m.specs}  # previous episode's end + cooldown
+        #: closures before the warm-up ends are the day's opening (the exchange starts
+        #: quote-only until the detectors' heartbeats arrive), not halts to settle from
+        self.quiet_until = m.t + warmup
         self.used = {name: -math.inf for name in m.specs}
         self.closed_at = {name: -math.inf for name in m.specs}  # last seen not trading
         self.planted: list[Planted] = []
@@ -118,7 +121,7 @@ class Planter:
         """Call once per step, before :meth:`Market.step`; returns what it planted."""
         m = self.m
         for inst in m.specs:
-            if not self.trading(inst):
+            if not self.trading(inst) and m.t >= self.quiet_until:  # not the opening
                 self.closed_at[inst] = m.t
                 if self.free_at[inst] > m.t:  # halted after an episode: cool down from reopening
                     self.free_at[inst] = m.t + self.cooldown
@@ -126,6 +129,8 @@ class Planter:
             return None
         if not self.cycle:
             self.cycle = [self.kinds[int(i)] for i in m.rng.permutation(len(self.kinds))]
+            if not self.planted:  # the first one is a market event: something to see at once
+                self.cycle.sort(key=lambda k: k not in ("flash_crash", "price_spike"))
         for j, kind in enumerate(self.cycle):
             options = [i for i in TARGETS[kind] if self.eligible(i) and not self.busy(i)
                        and (i not in RELATED or kind != "flash_crash"
