@@ -96,3 +96,27 @@ def test_simulator_calm_day_has_no_alert() -> None:
 
     res = simulate("calm", seed=2, duration_s=1800)
     assert venue_findings(res.trades, agents=None, detectors=[AgentAnomalyDetector()]) == []
+
+
+def test_only_position_neutral_agents_alert() -> None:
+    """With the threshold forced to zero every agent is 'unusual': only the one churning
+    without a position is alerted, never the one-sided seller."""
+    from detectors.flows import AgentActivity, PairFlow
+    from detectors.venue_base import WindowView
+
+    det = AgentAnomalyDetector(warmup=1, grace=2, floor=1e-9, margin=0.0)
+    found = []
+    for w in range(4):
+        t0 = 60.0 * w
+        pairs = [PairFlow("churn", "mate", 2, 4.0, 8.0, t0 + 1, t0 + 9, ["x"]),
+                 PairFlow("mate", "churn", 2, 4.0, 8.0, t0 + 10, t0 + 20, ["y"]),
+                 PairFlow("buyer", "seller", 3, 9.0, 18.0, t0 + 2, t0 + 30, ["z"])]
+        acts = [AgentActivity("churn", 4.0, 4.0, 8.0, 8.0, 4, t0 + 1, t0 + 20, 1),
+                AgentActivity("mate", 4.0, 4.0, 8.0, 8.0, 4, t0 + 1, t0 + 20, 1),
+                AgentActivity("seller", 0.0, 9.0, 0.0, 18.0, 3, t0 + 2, t0 + 30, 1),
+                AgentActivity("buyer", 9.0, 0.0, 18.0, 0.0, 3, t0 + 2, t0 + 30, 1)]
+        view = WindowView(venue="v", instrument="I", window_start=t0, window_end=t0 + 60,
+                          trades=7, volume=17.0, notional=34.0, first_price=2.0,
+                          last_price=2.0, vwap=2.0, pairs=pairs, agents=acts)
+        found += det.observe(view, None)  # type: ignore[arg-type]
+    assert {f.agents[0] for f in found} == {"churn", "mate"}
