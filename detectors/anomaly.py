@@ -196,7 +196,7 @@ class AgentAnomalyDetector:
                 end - state.alerted_at < self.cooldown_s and mean < state.alerted + 0.1):
             return None
         state.alerted, state.alerted_at = mean, end
-        ratio = 1.0 + 4.0 * (mean / limit - 1.0)
+        ratio = 1.0 + 4.0 * (mean / limit - 1.0) if limit > 0 else 1.0
         odd = sorted(x, key=lambda k: -abs(x[k] - 0.5))[:3]
         summary = (f"{agent} traded {view.instrument} unlike the venue's agents for "
                    f"{len(state.scores)} windows running (mean anomaly score {mean:.2f} over a "

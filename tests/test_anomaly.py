@@ -104,7 +104,7 @@ def test_only_position_neutral_agents_alert() -> None:
     from detectors.flows import AgentActivity, PairFlow
     from detectors.venue_base import WindowView
 
-    det = AgentAnomalyDetector(warmup=1, grace=2, floor=1e-9, margin=0.0)
+    det = AgentAnomalyDetector(warmup=1, grace=2, floor=-1.0, margin=0.0)
     found = []
     for w in range(4):
         t0 = 60.0 * w
