@@ -20,6 +20,30 @@ finger, an odd lot at a silly price) never trips anything; two in a row do. Afte
 reference restarts from the reopening trades (LULD). A reference window with no trades (a thin
 market waking up after a gap) skips band checks instead of judging against a stale price.
 
+Posted-price markets (a few sellers post prices that buyers take, as GPU hours sold by pricing
+bots) are recognised from the trades alone and their repricing is not paused: there the price is
+each seller's commercial decision, and a price war (one seller undercuts, the rival follows, both
+return within minutes) is no disorder; pausing it would freeze the deviator's lower price and
+shield a cartel (see ``detectors.collusion``). Criteria, judged over each ``ref_window_s`` window
+(aligned on event time, so batching changes nothing) with at least ``posted_min_trades`` trades:
+
+- ≥ ``posted_share`` (90%) of the volume sold by at most ``posted_sellers`` (3) sellers — the first
+  ones seen in the window; any other seller's volume counts against the share;
+- those sellers are sellers only: they bought ≤ ``1 − posted_share`` of the volume (not a wash
+  ring, nor market makers quoting both sides);
+- ≥ ``posted_buyers`` (3) distinct buyers besides them (a market, not one counterparty);
+- they post prices: ≥ ``posted_repeat`` (50%) of the window's prints are at the price of the
+  same seller's previous print (prices stay constant between discrete reposts; a seller walking
+  down a book, or dumping along a ramp, prints a new price almost every time).
+
+Hysteresis: ``posted_windows`` (2) qualifying windows in a row enter the regime, as many failing
+ones in a row leave it; thin windows count neither way. In the regime a filtered price inside the
+*repricing range* trips nothing (no velocity, band, spike, dynamic or limit state): from
+``min(low·(1 − posted_margin), high·(1 − posted_drop))`` to ``high·(1 + posted_margin)``, where
+high and low are the filtered extremes of the trailing hour, and never beyond the hard caps
+``high / (1 + anchor_cap)`` and ``low · (1 + anchor_cap)`` (a 50% fall, a 100% rise). Beyond it
+every check trips as in an order-book market. Order-book markets (many sellers) never enter it.
+
 State is bounded and compact (the engine keeps thousands of monitors and checkpoints them): per
 closed second of the reference window only what the checks read again (second, sum and count of
 filtered prints; filtered extremes while in the velocity window), and of the last
@@ -121,6 +145,20 @@ class MarketConfig:
     cold_band: float = 0.10
     cold_spike: float = 0.30
     wake_k: float = 8.0
+    #: Posted-price regime (see the module docstring): ≥ ``posted_share`` of a window's volume
+    #: sold by ≤ ``posted_sellers`` pure sellers to ≥ ``posted_buyers`` buyers
+    #: who post prices (≥ ``posted_repeat`` of the prints at their seller's previous price),
+    #: for ``posted_windows`` windows in a row. There, prices within the trailing hour's range
+    #: (widened by ``posted_margin``; falls to ``posted_drop`` below the hour's high) are
+    #: repricing, not disorder. ``posted_sellers=0`` switches it off.
+    posted_sellers: int = 3
+    posted_share: float = 0.90
+    posted_buyers: int = 3
+    posted_min_trades: int = 20
+    posted_repeat: float = 0.5
+    posted_windows: int = 2
+    posted_margin: float = 0.10
+    posted_drop: float = 0.40
     recent_trades: int = 512
     evidence_trades: int = 20
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -142,9 +180,25 @@ _STATE = ("venue", "instrument", "config", "breaker", "clock", "first_sec", "bar
           "ref_sum", "ref_n", "_rolls", "var", "nret", "prev_sec", "prev_mclose", "p1", "p2",
           "_trades", "ref", "sigma", "band", "velocity", "spike", "win_hi", "win_lo", "ready",
           "_reopen_pending", "_range", "dyn_since", "guard", "episode", "cold",
-          "judge")
+          "judge", "tally", "posted", "zone")
 #: No guard levels (shared, so a newcomer costs no tuple of its own).
 _NO_GUARD = (0.0, math.inf)
+#: No repricing range (an order-book market): no price is inside it.
+_NO_ZONE = (math.inf, -math.inf)
+#: A window's tally: (window, sellers, volume, their volume sold, their volume bought, other
+#: buyers, trades, each seller's last price, their prints at their own last price, filtered
+#: high and low).
+Tally = tuple[int, tuple[str, ...], float, float, float, tuple[str, ...], int, list[float], int,
+              float, float]
+
+
+_NOT_POSTED = (False, 0, -math.inf, math.inf, -math.inf, math.inf)
+#: Stands for the tally before the first whole window (never updated: not tallying).
+_IDLE: Tally = (0, (), 0.0, 0.0, 0.0, (), 0, [], 0, -math.inf, math.inf)
+
+
+def _tally(window: int) -> Tally:
+    return (window, (), 0.0, 0.0, 0.0, (), 0, [], 0, -math.inf, math.inf)
 
 
 class MarketMonitor:
@@ -186,6 +240,14 @@ class MarketMonitor:
         #: a new instrument (cold until warm, around its first prints) and once warm
         self.cold: tuple[float | None, int, float, float] | None = None
         self.judge = False  # checks run (warm, or cold with a reference)
+        #: the current window's posted-price tally (``Tally``), from the first whole window on
+        self.tally: Tally | None = None
+        #: posted-price regime: (in it, windows in a row that qualified (> 0) or failed (< 0),
+        #: filtered high and low of the last closed window, of the one before); None when out
+        #: of it with no qualifying window pending (an order-book market)
+        self.posted: tuple[bool, int, float, float, float, float] | None = None
+        #: per second, in the posted-price regime: the repricing range (low, high)
+        self.zone: tuple[float, float] | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, k) for k in _STATE)
@@ -230,7 +292,12 @@ class MarketMonitor:
         judge, ref, band, velocity, spike = self.judge, self.ref, self.band, self.velocity, \
             self.spike
         g_lo, g_hi = self.guard or _NO_GUARD
+        z_lo, z_hi = self.zone or _NO_ZONE
         win_hi, win_lo = self.win_hi, self.win_lo
+        sellers, buyers = cols.seller, cols.buyer
+        npost, nbuy = self.config.posted_sellers, self.config.posted_buyers
+        tallying = self.tally is not None
+        twin, who, tvol, tsold, tbought, tbuyers, tn, tlast, trep, thi, tlo = self.tally or _IDLE
         bar = self.bar
         if bar is None:
             bsec: int | None = None
@@ -250,6 +317,8 @@ class MarketMonitor:
                     p1, p2, ref = self.p1, self.p2, None
                     judge, band, velocity, spike = False, self.band, self.velocity, self.spike
                     g_lo, g_hi = self.guard or _NO_GUARD
+                    z_lo, z_hi = self.zone or _NO_ZONE
+                    tallying = False
                     win_hi, win_lo = self.win_hi, self.win_lo
                     start, start_clock, ordered = i, clock, True
                 clock = t
@@ -262,11 +331,19 @@ class MarketMonitor:
                 trading, reopen = br.state == TRADING, self._reopen_pending
             if sec != bsec:
                 self.p1, self.p2 = p1, p2
+                if tallying:
+                    self.tally = (twin, who, tvol, tsold, tbought, tbuyers, tn, tlast, trep,
+                                  thi, tlo)
                 self._roll(sec, out, None if bsec is None else
                            (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv, bnot))
                 bsec = None
                 p1, p2, judge, ref = self.p1, self.p2, self.judge, self.ref
                 g_lo, g_hi = self.guard or _NO_GUARD
+                z_lo, z_hi = self.zone or _NO_ZONE
+                if self.tally is not None:
+                    tallying = True
+                    twin, who, tvol, tsold, tbought, tbuyers, tn, tlast, trep, thi, tlo = \
+                        self.tally
                 band, velocity, spike = self.band, self.velocity, self.spike
                 win_hi, win_lo = self.win_hi, self.win_lo
             if reopen:
@@ -275,6 +352,7 @@ class MarketMonitor:
                 p1 = p2 = ref = None
                 win_hi, win_lo = -_INF, _INF
                 g_lo, g_hi = self.guard or _NO_GUARD
+                z_lo, z_hi = self.zone or _NO_ZONE
             if p1 is None or p2 is None:
                 m = p
                 p2 = p
@@ -306,6 +384,29 @@ class MarketMonitor:
                 bn += 1
                 bv += q
                 bnot += p * q
+            if tallying:  # posted-price tally: who sells, do they buy, how many buy
+                tvol += q
+                tn += 1
+                if m > thi:
+                    thi = m
+                if m < tlo:
+                    tlo = m
+                s = sellers[i]
+                if s in who:
+                    tsold += q
+                    k = who.index(s)
+                    if p == tlast[k]:
+                        trep += 1
+                    tlast[k] = p
+                elif len(who) < npost:
+                    who += (s,)
+                    tsold += q
+                    tlast.append(p)
+                b = buyers[i]
+                if b in who:
+                    tbought += q
+                elif len(tbuyers) < nbuy and b not in tbuyers:
+                    tbuyers += (b,)
             if not judge:
                 continue
             if trading:
@@ -316,7 +417,10 @@ class MarketMonitor:
                 adev = abs(dev)
                 if not (band and velocity):  # degenerate thresholds: the severity below
                     ratio = max(adev / band, max(down, up) / velocity)  # raises, as always
-                if adev >= spike or down >= velocity or up >= velocity or m < g_lo or \
+                if z_lo <= m <= z_hi:  # posted-price repricing within the hour's range
+                    if br.limit_since is not None:
+                        br.exit_limit()
+                elif adev >= spike or down >= velocity or up >= velocity or m < g_lo or \
                         m > g_hi or (adev > band and self._limit(clock, dev)):
                     # one severity for every trigger, so a bigger move never scores lower
                     ratio = max(adev / band, max(down, up) / velocity)
@@ -359,6 +463,8 @@ class MarketMonitor:
         self.bar = None if bsec is None else (bsec, bo, bh, bl, bc, bmh, bml, bmc, bps, bn, bv,
                                               bnot)
         self.p1, self.p2 = p1, p2
+        if tallying:
+            self.tally = (twin, who, tvol, tsold, tbought, tbuyers, tn, tlast, trep, thi, tlo)
         self._reopen_pending = reopen
         self._remember(cols, start, start_clock, ordered)
         return out
@@ -447,6 +553,13 @@ class MarketMonitor:
                 self._range.add(bsec, mhi, mlo)
             self._learn(bsec, mclose,
                         learn=self.breaker.trading and self.breaker.limit_since is None)
+        if cfg.posted_sellers > 0:
+            tally, window = self.tally, sec // cfg.ref_window_s
+            if tally is None:  # tallies start with the first whole window
+                if window != self.first_sec // cfg.ref_window_s:
+                    self.tally = _tally(window)
+            elif window != tally[0]:
+                self._posted(sec)
         horizon = sec - cfg.ref_window_s
         while bars and bars.first() < horizon:
             old_psum, old_n = bars.popleft()
@@ -524,6 +637,36 @@ class MarketMonitor:
             else:
                 g_lo = max(g_lo, ep[0] / (1.0 + cfg.anchor_cap))
         self.guard = None if g_hi == _INF and not g_lo else (g_lo, g_hi)
+        zone = None
+        on, _, hi1, lo1, hi2, lo2 = self.posted or _NOT_POSTED
+        if on:  # the range of the two closed windows before this one (not the move's own)
+            hh, hl = (hi1 if hi1 > hi2 else hi2), (lo1 if lo1 < lo2 else lo2)
+            if hh > 0.0 and hl < _INF:
+                cap = 1.0 + cfg.anchor_cap
+                zone = (max(hh / cap, min(hl * (1.0 - cfg.posted_margin),
+                                          hh * (1.0 - cfg.posted_drop))),
+                        min(hl * cap, hh * (1.0 + cfg.posted_margin)))
+        self.zone = zone
+
+    def _posted(self, sec: int) -> None:
+        """A new window starts: judge the last one's tally, move the regime by its hysteresis."""
+        cfg = self.config
+        _, who, vol, sold, bought, buyers, n, _, repeats, hi, lo = self.tally or _IDLE
+        self.tally = _tally(sec // cfg.ref_window_s)
+        on, streak, hi1, lo1, _, _ = self.posted or _NOT_POSTED
+        if n < cfg.posted_min_trades or not vol > 0.0:  # a thin window: no evidence either way
+            if self.posted is not None:
+                self.posted = (on, streak, hi, lo, hi1, lo1)
+            return
+        ok = (sold >= cfg.posted_share * vol and bought <= (1.0 - cfg.posted_share) * vol
+              and len(buyers) >= cfg.posted_buyers and repeats >= cfg.posted_repeat * n)
+        if ok:
+            streak = (streak if streak > 0 else 0) + 1
+        else:
+            streak = (streak if streak < 0 else 0) - 1
+        if abs(streak) >= cfg.posted_windows:
+            on, streak = ok, (1 if ok else -1) * cfg.posted_windows
+        self.posted = (on, streak, hi, lo, hi1, lo1) if on or streak > 0 else None
 
     def _dynamic(self) -> float:
         cfg = self.config
@@ -719,6 +862,10 @@ class MarketMonitor:
             **(extra or {}),
             **(escalation or {}),
         }
+        if self.posted and self.posted[0]:  # beyond the repricing range of a posted-price market
+            evidence["regime"] = "posted_price"
+            if self.zone is not None:
+                evidence["repricing_low"], evidence["repricing_high"] = self.zone
         out.findings.append(Finding(kind=kind, ts=clock, score=score_ratio(ratio),
                                     venue=self.venue, instrument=self.instrument, agents=agents,
                                     summary=summary, evidence=evidence, key=alert_id))
