@@ -20,8 +20,10 @@ Rules
   alerts when the mean of the agent's last ``grace`` scores exceeds the calibrated threshold
   ``max(floor, margin · quantile)``: one odd window does not alert, steady oddness does.
 - **Only churn alerts.** An alert also needs the agent's weighted net position to be nearly flat
-  (``net_neutrality >= min_neutrality``): unusual *and* trading volume without taking a
-  position, the footprint of wash, circular and Sybil churn. One-sided agents (a seller posting
+  (``net_neutrality >= min_neutrality``) with few counterparties (``counterparty_concentration
+  >= min_concentration``): unusual *and* trading volume without taking a position inside a
+  small circle, the footprint of wash, circular and Sybil churn (a market maker is flat too, but
+  with everyone). One-sided agents (a seller posting
   prices in a duopoly, a fleet buying energy) are unusual by the market's design, not by
   manipulation: they are scored and learnt from, never alerted.
 - **Score** 0-100: :func:`detectors.base.score_ratio` of ``mean / threshold`` with the ratio
@@ -127,11 +129,13 @@ class AgentAnomalyDetector:
                  window_size: int = 1000, protect: float = 0.97, quantile: float = 0.999,
                  margin: float = 1.0, floor: float = 0.97, warmup: int = 1_000, grace: int = 5,
                  cooldown_s: float = 3_600.0, idle_s: float = 3_600.0,
-                 max_agents: int = 5_000, min_neutrality: float = 0.8) -> None:
+                 max_agents: int = 5_000, min_neutrality: float = 0.8,
+                 min_concentration: float = 0.5) -> None:
         self.seed, self.n_trees, self.height, self.window_size = seed, n_trees, height, window_size
         self.protect, self.quantile, self.margin, self.floor = protect, quantile, margin, floor
         self.warmup, self.grace, self.cooldown_s = warmup, grace, cooldown_s
         self.idle_s, self.max_agents, self.min_neutrality = idle_s, max_agents, min_neutrality
+        self.min_concentration = min_concentration
         self.model = anomaly.ThresholdFilter(
             anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size,
                                    seed=seed), threshold=protect, protect_anomaly_detector=True)
@@ -192,7 +196,8 @@ class AgentAnomalyDetector:
         if self.seen < self.warmup or len(state.scores) < self.grace:
             return None
         mean, limit, end = sum(state.scores) / len(state.scores), self.threshold(), view.window_end
-        if mean < limit or x["net_neutrality"] < self.min_neutrality or (
+        if mean < limit or x["net_neutrality"] < self.min_neutrality \
+                or x["counterparty_concentration"] < self.min_concentration or (
                 end - state.alerted_at < self.cooldown_s and mean < state.alerted + 0.1):
             return None
         state.alerted, state.alerted_at = mean, end
@@ -210,6 +215,7 @@ class AgentAnomalyDetector:
                       for p in view.pairs if agent in (p.buyer, p.seller)][:20],
             "thresholds": {"threshold": round_evidence(limit, 4), "floor": self.floor,
                            "min_neutrality": self.min_neutrality,
+                           "min_concentration": self.min_concentration,
                            "quantile": self.quantile, "grace": self.grace,
                            "warmup": self.warmup, "protect": self.protect},
         }
