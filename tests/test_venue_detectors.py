@@ -125,7 +125,9 @@ def test_state_stays_bounded_under_a_flood_of_new_agents(name: str) -> None:
 
 #: detector name -> the simulated scenario that plants what it looks for
 PLANTED = {"wash": "wash", "circular": "circular", "sybil": "sybil",
-           "price_collusion": "collusion", "anomaly": "mixed", "contagion": "flash_crash"}
+           "price_collusion": "collusion", "contagion": "flash_crash"}
+# anomaly: no simulated episode is labelled "anomaly" (its own tests show planted churn scores
+# above honest agents); marketwide: the simulator's crashes are one instrument's (by design)
 
 
 @pytest.mark.parametrize("name", NAMES)
