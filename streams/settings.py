@@ -83,6 +83,16 @@ class Settings:
         return Topics(prefix=self.topic_prefix)
 
     @property
+    def group_id(self) -> str:
+        """The consumer-group name: namespaced by the topic prefix, like the topics, so two
+        deployments (or two tests) sharing a cluster never share a group and its rebalances.
+
+        >>> Settings(topic_prefix="venue1.").group_id
+        'venue1.m2m-surveillance'
+        """
+        return self.topic_prefix + self.app_id
+
+    @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
 

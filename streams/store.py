@@ -389,7 +389,7 @@ def run_store_writer(
         consumer = KafkaConsumer(
             *kind_of,
             bootstrap_servers=settings.brokers.split(","),
-            group_id=f"{settings.app_id}-store",
+            group_id=f"{settings.group_id}-store",
             client_id=f"{settings.app_id}-store",
             auto_offset_reset="earliest",
             enable_auto_commit=False,

@@ -301,12 +301,12 @@ class VenueWorker:
         await producer.start()
         self.sink = KafkaSink(producer)
         self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
-                                     group=s.app_id + ".venue", source_topic=topics.flows,
+                                     group=s.group_id + ".venue", source_topic=topics.flows,
                                      key=checkpoint_key(s.data_dir, s.checkpoint_key),
                                      send=self.sink.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.brokers, group_id=s.app_id + ".venue", enable_auto_commit=False,
+            bootstrap_servers=s.brokers, group_id=s.group_id + ".venue", enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=100, session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(1000, session_ms // 10), max_poll_interval_ms=600_000)
         await consumer.start()

@@ -94,12 +94,12 @@ class Worker:
         kafka = KafkaSink(producer)
         self.sink = self.sink or kafka
         self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
-                                     group=s.app_id, source_topic=topics.trades,
+                                     group=s.group_id, source_topic=topics.trades,
                                      key=checkpoint_key(s.data_dir, s.checkpoint_key),
                                      send=kafka.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.brokers, group_id=s.app_id, enable_auto_commit=False,
+            bootstrap_servers=s.brokers, group_id=s.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=50,
             max_partition_fetch_bytes=64 << 20, fetch_max_bytes=64 << 20,
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 10),

@@ -1,8 +1,10 @@
 """Shared pytest fixtures.
 
 - ``_clean_surveil_env`` (autouse): no test sees the developer's ``SURVEIL_*`` variables.
-- ``broker`` (session): bootstrap address of one embedded Tansu broker shared by the whole run;
-  its log is ``<pytest tmp>/broker/tansu.log``.
+- ``broker`` (module): bootstrap address of an embedded Tansu broker shared by one test module;
+  its log is ``<pytest tmp>/broker<N>/tansu.log``. One per module, not one per run: the broker
+  keeps every record in memory (no retention), and a module should not pay for what the whole
+  run has produced before it (starting one takes milliseconds).
 - ``topic_prefix``: a unique topic prefix per test, so tests sharing the broker never read each
   other's messages (``Topics(prefix=topic_prefix)``).
 
@@ -33,9 +35,9 @@ def _clean_surveil_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start one embedded broker on a free port for the session; yield ``"127.0.0.1:PORT"``."""
+    """Start one embedded broker on a free port for the module; yield ``"127.0.0.1:PORT"``."""
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(port=free_port(), log_path=log_path) as embedded:
         yield embedded.bootstrap

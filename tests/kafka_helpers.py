@@ -32,6 +32,11 @@ def running_worker(broker: str, prefix: str, log: Path) -> Iterator[subprocess.P
                                 stderr=subprocess.STDOUT)
         try:
             yield proc
+        except BaseException:
+            out.flush()
+            tail = log.read_bytes()[-4000:].decode(errors="replace")
+            print(f"--- last lines of {log} (exit code {proc.poll()}) ---\n{tail}")
+            raise
         finally:
             proc.terminate()
             try:
