@@ -173,7 +173,8 @@ class AgentAnomalyDetector:
             x = self._profile(state, features(view, act, state, index), act)
             state.n += 1
             score = float(self.model.score_one(x))
-            self.model.learn_one(x)
+            if score < self.protect:  # ThresholdFilter.learn_one, without scoring twice
+                self.model.anomaly_detector.learn_one(x)  # type: ignore[arg-type]
             self.seen += 1
             self.calibration.update(score)
             state.scores.append(score)

@@ -109,6 +109,21 @@ def _merge(a: _Flows, b: _Flows) -> _Flows:
     return out
 
 
+def _core(edges: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The edges left once ids that only sell or only buy among ``edges`` are peeled off,
+    repeatedly: no cycle passes through such an id, so the cycles are the same, and a band of
+    unrelated trades (most of them, in a busy market) peels down to nothing before any graph
+    is built."""
+    while edges:
+        sellers = {s for s, _ in edges}
+        buyers = {b for _, b in edges}
+        kept = [(s, b) for s, b in edges if s in buyers and b in sellers]
+        if len(kept) == len(edges):
+            break
+        edges = kept
+    return edges
+
+
 class CircularTradingDetector:
     """Repeated matched cycles in the net flow graph (see the module notes)."""
 
@@ -139,10 +154,10 @@ class CircularTradingDetector:
                 last_hi = max(last_hi, hi)
                 continue
             last_hi = hi
-            band = net[i:hi]
-            if len({s for _, s, _ in band} & {b for _, _, b in band}) < self.min_len:
-                continue  # a cycle needs min_len ids that both sell and buy in the band
-            g = nx.DiGraph((s, b) for _, s, b in band)
+            band = _core([(s, b) for _, s, b in net[i:hi]])
+            if len(band) < self.min_len:
+                continue  # no cycle of min_len ids can close in this band
+            g = nx.DiGraph(band)
             for c in itertools.islice(nx.simple_cycles(g, length_bound=self.max_len),
                                       self.max_cycles):
                 if len(c) < self.min_len:

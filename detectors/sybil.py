@@ -65,6 +65,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
 from detectors.base import Finding, score_ratio, stable_id
 from detectors.venue_base import VenueContext, WindowView, round_evidence
 
@@ -166,36 +170,42 @@ class SybilClusterDetector:
         return []
 
     def _lockstep(self, view: WindowView) -> list[tuple[list[str], int]]:
-        """Groups of linked ids in the window and the moments each group shared."""
+        """Groups of linked ids in the window and the moments each group shared.
+
+        A moment is a second and a side; two ids are linked when they share at least two
+        moments (of 3 to ``max_moment`` ids) and at least half of the moments of each. The
+        co-occurrences are one sparse product (scipy) of the moment-by-id incidence matrix."""
         moments: dict[tuple[int, bool], set[str]] = {}
         for p in view.pairs:
             if p.buyer != p.seller:
                 for t in {p.first_ts, p.last_ts}:
                     moments.setdefault((math.floor(t), True), set()).add(p.buyer)
                     moments.setdefault((math.floor(t), False), set()).add(p.seller)
-        count: Counter[str] = Counter(a for s in moments.values() for a in s)
-        sets = [sorted(s) for s in moments.values() if 3 <= len(s) <= self.max_moment]
-        co: Counter[tuple[str, str]] = Counter(
-            (a, b) for s in sets for i, a in enumerate(s) for b in s[i + 1:])
-        parent = {a: a for s in sets for a in s}
-
-        def root(a: str) -> str:
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        for (a, b), n in sorted(co.items()):
-            if n >= 2 and 2 * n >= max(count[a], count[b]):
-                parent[root(a)] = root(b)
-        comps: dict[str, list[str]] = {}
-        for a in sorted(parent):
-            comps.setdefault(root(a), []).append(a)
+        sets = [s for s in moments.values() if 3 <= len(s) <= self.max_moment]
+        if not sets:
+            return []
+        ids = sorted(set().union(*sets))
+        col = {a: i for i, a in enumerate(ids)}
+        count = np.zeros(len(ids), dtype=np.int64)  # moments of every size holding the id
+        for s in moments.values():
+            count[[col[a] for a in s if a in col]] += 1
+        rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+        cols = np.fromiter((col[a] for s in sets for a in s), dtype=np.int64, count=len(rows))
+        inc = sparse.csr_array((np.ones(len(rows), dtype=np.int64), (rows, cols)),
+                               shape=(len(sets), len(ids)))
+        co = sparse.triu(inc.T @ inc, k=1).tocoo()
+        ok = (co.data >= 2) & (2 * co.data >= np.maximum(count[co.row], count[co.col]))
+        links = sparse.coo_array((np.ones(int(ok.sum())), (co.row[ok], co.col[ok])),
+                                 shape=(len(ids), len(ids)))
+        _, label = csgraph.connected_components(links, directed=False)
+        groups: dict[int, list[int]] = {}
+        for i, lab in enumerate(label.tolist()):  # ids in order: groups by their least id
+            groups.setdefault(lab, []).append(i)
         out = []
-        for group in comps.values():
-            if len(group) >= self.min_group:
-                members = set(group)
-                out.append((group, sum(len(members.intersection(s)) >= 3 for s in sets)))
+        for members in groups.values():
+            if len(members) >= self.min_group:
+                shared = int((inc[:, members].sum(axis=1) >= 3).sum())
+                out.append(([ids[i] for i in members], shared))
         return out
 
     def _judge(self, ep: _Episode, view: WindowView, ctx: VenueContext) -> Finding | None:

@@ -233,6 +233,14 @@ def _check(trade: Trade) -> str | None:
     return None
 
 
+def _all_epoch(trades: list[Trade]) -> bool:
+    """True when every ``ts`` is already epoch seconds in range: then :func:`_check` has nothing
+    to do (JSON numbers decode finite: msgspec refuses ``NaN``, ``Infinity`` and overflows), and
+    the common batch skips the per-trade checks."""
+    ts: list[Any] = [t.ts for t in trades]
+    return bool(ts) and set(map(type, ts)) == {float} and min(ts) >= 0 and max(ts) < MAX_EPOCH_S
+
+
 def decode_message(
     raw: bytes, source: dict[str, Any] | None = None
 ) -> tuple[list[Trade], list[Rejected]]:
@@ -243,7 +251,7 @@ def decode_message(
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return _decode_slowly(raw, src)
     trades = decoded if isinstance(decoded, list) else [decoded]
-    if all(_check(t) is None for t in trades):
+    if _all_epoch(trades) or all(_check(t) is None for t in trades):
         return trades, []
     return _decode_slowly(raw, src)
 

@@ -46,6 +46,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, groupby
+from operator import ge
 from typing import TYPE_CHECKING, Any
 
 from detectors.base import TradeColumns
@@ -67,6 +69,9 @@ INF = math.inf
 #: A flood of new instruments past the budget is dead-lettered one by one up to this many per
 #: batch; the rest of the batch's refusals become one record with their count.
 DLQ_CAPACITY_PER_BATCH = 1_000
+#: Runs of at least this many trades of one warm instrument are accepted at once
+#: (:meth:`PartitionState._bulk`); shorter runs are not worth the setup.
+_BULK = 8
 #: Evicted instruments remembered (a few numbers each, ~200 B).
 MAX_MEMOS = 100_000
 
@@ -173,69 +178,86 @@ class PartitionState:
         slot: Slot | None = None
         g: list[list[Any]] | None = None
         newest = -INF
-        for i, tr in enumerate(trades):
-            ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
-            venue = tr.venue
-            if venue != last_venue or vc is None:
-                vc = clocks.get(venue)
-                if vc is None:
-                    if len(clocks) >= cfg.max_venues:
-                        self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues "
-                                     f"in partition {self.partition}", tr, sources, i)
-                        continue
-                    vc = clocks[venue] = VenueClock(wall=wall)
-                vc.wall = wall
-                last_venue, last_key = venue, None
-            key = (venue, tr.instrument)
-            if key != last_key:
+        b = 0  # runs of one (venue, instrument) in arrival order: trades[a:b]
+        runs = groupby(zip([t.venue for t in trades], [t.instrument for t in trades], strict=True))
+        for key, run in runs:
+            a = b
+            b += sum(1 for _ in run)
+            if b - a >= _BULK:
+                vc = clocks.get(key[0])
                 slot = slots.get(key)
-                g = groups.get(key)
-                last_key = key
-            own = slot.clock if slot is not None else -INF
-            ref = vc.clock if vc.clock > own else own
-            if ts > wall_limit or (ref > -INF and ts > ref + max_future):
-                ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
-                self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
-                             f"{max_future if ts <= wall_limit else cfg.wall_future_s:g} s "
-                             f"ahead of {ahead}", tr, sources, i)
-                continue
-            if ts < own - lateness:
-                self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s behind the "
-                             f"instrument's clock (allowed lateness {lateness:g} s)", tr,
-                             sources, i)
-                continue
-            ident = (venue, tr.trade_id)
-            if ident in stamps:
-                duplicates += 1
-                continue
-            if slot is None:
-                slot = self._admit(key, groups, tr.asset_class, ts)
-                if slot is None:
-                    self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
-                                 f"partition {self.partition} are all warm and active",
-                                 tr, sources, i)
-                    last_key = None
+                if vc is not None and slot is not None and slot.n >= quorum:
+                    vc.wall = wall
+                    last_venue, last_key = key[0], key
+                    top = self._bulk(trades[a:b], key, slot, vc, groups, wall_limit)
+                    g = groups.get(key)
+                    if top is not None:
+                        newest = max(newest, top)
+                        continue
+            for i in range(a, b):
+                tr = trades[i]
+                ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
+                venue = tr.venue
+                if venue != last_venue or vc is None:
+                    vc = clocks.get(venue)
+                    if vc is None:
+                        if len(clocks) >= cfg.max_venues:
+                            self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues "
+                                         f"in partition {self.partition}", tr, sources, i)
+                            continue
+                        vc = clocks[venue] = VenueClock(wall=wall)
+                    vc.wall = wall
+                    last_venue, last_key = venue, None
+                key = (venue, tr.instrument)
+                if key != last_key:
+                    slot = slots.get(key)
+                    g = groups.get(key)
+                    last_key = key
+                own = slot.clock if slot is not None else -INF
+                ref = vc.clock if vc.clock > own else own
+                if ts > wall_limit or (ref > -INF and ts > ref + max_future):
+                    ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
+                    self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
+                                 f"{max_future if ts <= wall_limit else cfg.wall_future_s:g} s "
+                                 f"ahead of {ahead}", tr, sources, i)
                     continue
-            stamps[ident] = ts
-            order.append(ident)
-            if ts > newest:
-                newest = ts
-            slot.n += 1
-            if ts > slot.clock:
-                slot.clock = ts
-            if slot.n >= quorum:
-                if slot.n == quorum:
-                    self.newcomers.pop(key, None)
-                if ts > vc.clock:
-                    vc.clock = ts
-            if g is None:
-                g = groups[key] = [[], [], [], [], [], []]
-            g[0].append(ts)
-            g[1].append(tr.trade_id)
-            g[2].append(tr.price)
-            g[3].append(tr.qty)
-            g[4].append(tr.buyer)
-            g[5].append(tr.seller)
+                if ts < own - lateness:
+                    self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s behind the "
+                                 f"instrument's clock (allowed lateness {lateness:g} s)", tr,
+                                 sources, i)
+                    continue
+                ident = (venue, tr.trade_id)
+                if ident in stamps:
+                    duplicates += 1
+                    continue
+                if slot is None:
+                    slot = self._admit(key, groups, tr.asset_class, ts)
+                    if slot is None:
+                        self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
+                                     f"partition {self.partition} are all warm and active",
+                                     tr, sources, i)
+                        last_key = None
+                        continue
+                stamps[ident] = ts
+                order.append(ident)
+                if ts > newest:
+                    newest = ts
+                slot.n += 1
+                if ts > slot.clock:
+                    slot.clock = ts
+                if slot.n >= quorum:
+                    if slot.n == quorum:
+                        self.newcomers.pop(key, None)
+                    if ts > vc.clock:
+                        vc.clock = ts
+                if g is None:
+                    g = groups[key] = [[], [], [], [], [], []]
+                g[0].append(ts)
+                g[1].append(tr.trade_id)
+                g[2].append(tr.price)
+                g[3].append(tr.qty)
+                g[4].append(tr.buyer)
+                g[5].append(tr.seller)
         seen.settle(newest)
         self._count("duplicates", duplicates)
         if self._refused > DLQ_CAPACITY_PER_BATCH:
@@ -245,6 +267,48 @@ class PartitionState:
                 f"(counted, not dead-lettered one by one)", b"", None,
                 {"partition": self.partition}))
         return groups, duplicates
+
+    def _bulk(self, run: Sequence[Trade], key: Key, slot: Slot, vc: VenueClock,
+              groups: dict[Key, list[list[Any]]], wall_limit: float) -> float | None:
+        """Accept a run of trades of one warm instrument at once, when none of them is early,
+        late or a duplicate (the usual message); return their newest ts. ``None``: something
+        in the run needs the one-by-one rules of :meth:`accept`, and nothing was changed.
+
+        The same decisions as one by one: the future bound only loosens as the clocks advance,
+        so passing it against the clocks before the run is enough; the lateness bound is
+        checked against the instrument clock as it stands before each trade."""
+        cfg = self.config
+        ts: list[float] = [t.ts for t in run]  # type: ignore[misc]  # floats once decoded
+        top = max(ts)
+        ref = vc.clock if vc.clock > slot.clock else slot.clock
+        if top > wall_limit or top > ref + cfg.max_future_s:
+            return None
+        lateness = cfg.allowed_lateness_s
+        floor = [own - lateness for own in accumulate(ts[:-1], max, initial=slot.clock)]
+        if not all(map(ge, ts, floor)):
+            return None
+        ids = [t.trade_id for t in run]
+        idents = [(key[0], tid) for tid in ids]
+        stamps = self.seen.stamps
+        if not stamps.keys().isdisjoint(idents) or len(set(ids)) < len(ids):
+            return None
+        stamps.update(zip(idents, ts, strict=True))
+        self.seen.order.extend(idents)
+        slot.n += len(ts)
+        if top > slot.clock:
+            slot.clock = top
+        if top > vc.clock:
+            vc.clock = top
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = [[], [], [], [], [], []]
+        g[0] += ts
+        g[1] += ids
+        g[2] += [t.price for t in run]
+        g[3] += [t.qty for t in run]
+        g[4] += [t.buyer for t in run]
+        g[5] += [t.seller for t in run]
+        return top
 
     def judge(self, groups: dict[Key, list[list[Any]]], emit: Emit,
               book: ConfigBook | None = None) -> int:

@@ -23,9 +23,8 @@ AGENT_KINDS = {"wash_trade", "circular_trading", "sybil_cluster", "price_collusi
 
 def test_two_workers_on_four_partitions_give_the_backtests_stage2_alerts(
         broker: str, topic_prefix: str, tmp_path: Path) -> None:
-    from kafka import KafkaProducer
-
     import msgspec
+    from kafka import KafkaProducer
 
     sim = simulate("mixed", seed=3, duration_s=2400)
     paths = write_outputs(sim, tmp_path / "sim")
