@@ -32,6 +32,8 @@ __all__ = [
     "Alert",
     "Bar",
     "Halt",
+    "HaltAck",
+    "Heartbeat",
     "Rejected",
     "Trade",
     "decode_message",
@@ -125,6 +127,39 @@ class Halt(msgspec.Struct, kw_only=True):
     band_high: float | None
     alert_ids: list[str]
     schema: str = "halt/1"
+
+
+class HaltAck(msgspec.Struct, kw_only=True):
+    """An exchange's acknowledgement that it applied a halt signal (topic ``halt_acks``).
+
+    ``venue``, ``instrument``, ``seq``, ``state``, ``reason`` and ``ts`` repeat the halt applied;
+    ``exchange`` names the exchange, ``applied_at`` is its wall clock when it applied it and
+    ``effective`` the state it enforces for the key afterwards (its layers, the fail-safe).
+    Key = ``exchange/venue/instrument/seq``: a re-sent acknowledgement is the same record.
+    """
+
+    exchange: NonEmpty
+    venue: NonEmpty
+    instrument: NonEmpty
+    seq: int
+    state: str
+    reason: str
+    ts: str
+    applied_at: str
+    effective: str | None = None
+    schema: str = "halt_ack/1"
+
+
+class Heartbeat(msgspec.Struct, kw_only=True):
+    """A stage-1 worker's liveness record on ``halts`` (:mod:`streams.heartbeat`)."""
+
+    worker: NonEmpty
+    seq: int
+    emitted_at: str
+    watermarks: dict[str, str] = msgspec.field(default_factory=dict)
+    partitions: list[int] = msgspec.field(default_factory=list)
+    kid: str | None = None
+    schema: str = "heartbeat/1"
 
 
 class Bar(msgspec.Struct, kw_only=True, gc=False):

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
 __all__ = ["Settings"]
 
 ENV_PREFIX = "SURVEIL_"
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
+
+
+def _bool(name: str, raw: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case); anything else is refused.
+
+    >>> _bool("store_trades", "Off")
+    False
+    """
+    value = raw.strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected 1/0, true/false, yes/no, "
+                     "on/off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +88,9 @@ class Settings:
     heartbeats: str = "auto"
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 5.0
+    #: The store writer also keeps every trade (topic ``trades``) for the desk's case files and
+    #: agent pages; off (``SURVEIL_STORE_TRADES=0``) it keeps bars only.
+    store_trades: bool = True
     web_port: int = 6066
     dashboard_port: int = 8501
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -125,6 +142,8 @@ class Settings:
                 values[name] = int(raw)
             elif kind == "float":
                 values[name] = float(raw)
+            elif kind == "bool":
+                values[name] = _bool(name, raw)
             elif kind == "Path":
                 values[name] = Path(raw)
             else:

@@ -1,4 +1,4 @@
-"""The store writer: alerts, halts and one-second bars from Kafka into Parquet part files.
+"""The store writer: alerts, halts, bars, trades, heartbeats and acks from Kafka into Parquet.
 
 Design
 ------
@@ -11,14 +11,16 @@ and renames it to ``part-….parquet`` (an atomic rename: a reader sees a whole 
 read side (:mod:`dashboard.queries`) lists the folder and queries the parts through DuckDB views
 in an in-memory database, so any number of readers work while one writer writes.
 
-Idempotency. A record's key is ``alert_id`` (alerts), ``(venue, instrument, seq)`` (halts) or
-``(venue, instrument, ts)`` (bars). The writer keeps the keys of recent records in memory, per kind,
-for a horizon of event time behind the newest record seen (default 24 h for alerts and halts, 15
-min for bars: one bar per instrument and second is the bulk of the store). At start it loads the
-keys within that horizon from the parts already on disk. A record older than the horizon is
-looked up in the parts on disk instead (a semi-join in DuckDB), so the answer stays exact while
-memory stays bounded by the event *rate* times the horizon, not by the history. Together with
-Kafka offsets committed only after a flush (at-least-once delivery), every record is stored once.
+Idempotency. A record's key is ``alert_id`` (alerts), ``(venue, instrument, seq)`` (halts),
+``(venue, instrument, ts)`` (bars), ``(worker, second)`` (heartbeats: at most one row per worker
+and second) or ``(exchange, venue, instrument, seq)`` (acks); :data:`KEYS` has them all. The
+writer keeps the keys of recent records in memory, per kind, for a horizon of event time behind
+the newest record seen (default 24 h for alerts and halts, 15 min for bars: one bar per
+instrument and second is the bulk of the store). At start it loads the keys within that horizon
+from the parts already on disk. A record older than the horizon is looked up in the parts on
+disk instead (a semi-join in DuckDB), so the answer stays exact while memory stays bounded by
+the event *rate* times the horizon, not by the history. Together with Kafka offsets committed
+only after a flush (at-least-once delivery), every record is stored once.
 
 Compaction. Each flush adds a part per kind; when a folder holds more than ``max_parts`` parts,
 the smallest ones (together up to about ``target_part_bytes``) are merged, deduplicated and
@@ -30,6 +32,15 @@ once. A reader that listed between the publish and the tombstones sees a record 
 its views deduplicate by key. The number of live parts stays near ``max_parts`` plus one per
 ``target_part_bytes`` of data. (A crash between publishing a merge and retiring its inputs
 leaves duplicates on disk; the next compaction merges them away.)
+
+Trades. With ``settings.store_trades`` the writer also keeps every trade of ``trades`` (decoded
+by :func:`streams.contracts.decode_message`; what it rejects is counted and skipped, the worker
+dead-letters it). Trades are the bulk of the store, so they skip the key memory: they are
+buffered as columns and written as zstd Parquet, and the readers drop duplicates by
+``(venue, trade_id)`` (compaction drops those within the parts it merges).
+
+Hostile input. A message or record that breaks its contract is counted (``stats``) and skipped;
+the first of each kind is logged, then at most one summary a minute.
 
 Columns. ``evidence`` differs per detector, so it is stored as a JSON string (sorted keys);
 DuckDB's JSON operators still reach into it. ``agents`` and ``alert_ids`` are always lists of
@@ -56,6 +67,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from streams.contracts import Trade, decode_message
 from streams.settings import Settings
 from streams.store_layout import (
     KEYS,
@@ -78,7 +90,31 @@ log = logging.getLogger(__name__)
 DEFAULT_HORIZON_S: Final[Mapping[Kind, float]] = {"alerts": 86_400.0, "halts": 86_400.0,
                                                   "bars": 900.0, "structure": 86_400.0,
                                                   "cases": 30 * 86_400.0,
-                                                  "agents": 30 * 86_400.0}
+                                                  "agents": 30 * 86_400.0,
+                                                  "heartbeats": 900.0, "acks": 86_400.0,
+                                                  "trades": 0.0}
+#: Kinds stored without a key memory (deduplicated by the readers).
+UNKEYED: Final[frozenset[Kind]] = frozenset({"trades"})
+_TRADE_COLUMNS: Final = tuple(SCHEMAS["trades"].names)
+
+
+class _Throttled:
+    """Log the first problem of each sort at once, then at most a summary a minute."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._next: dict[str, float] = {}
+        self._quiet: Counter[str] = Counter()
+
+    def warning(self, sort: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next.get(sort, 0.0):
+            self._quiet[sort] += 1
+            return
+        self._next[sort] = now + self.every_s
+        quiet = self._quiet.pop(sort, 0)
+        log.warning(msg + (f" (and {quiet} more like it since the last report)" if quiet
+                           else ""), *args)
 
 
 class StoreWriter:
@@ -117,6 +153,9 @@ class StoreWriter:
         self._keys: dict[Kind, dict[Key, int]] = {k: {} for k in KINDS}
         self._max_us: dict[Kind, int | None] = dict.fromkeys(KINDS)
         self._prune_at: dict[Kind, int] = dict.fromkeys(KINDS, 10_000)
+        #: Trades buffered as columns (``ts`` in epoch microseconds).
+        self._trades: dict[str, list[Any]] = {c: [] for c in _TRADE_COLUMNS}
+        self.problems = _Throttled()
         #: Parts merged away, deleted after a grace period (a reader may have just listed them).
         self._doomed: list[tuple[float, Path]] = []
         self._closed = False
@@ -128,7 +167,8 @@ class StoreWriter:
             for tomb in folder.glob("*.parquet" + MERGED):  # retired before a crash
                 tomb.with_suffix("").unlink(missing_ok=True)
                 tomb.unlink()
-            self._load_keys(kind)
+            if kind not in UNKEYED:
+                self._load_keys(kind)
             self.compact(kind)
 
     # -- public API ---------------------------------------------------------------------------
@@ -140,6 +180,8 @@ class StoreWriter:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        if kind in UNKEYED:
+            return self._add_unkeyed(kind, records)
         keys, pending = self._keys[kind], self._pending[kind]
         old: dict[Key, tuple[int, dict[str, Any]]] = {}
         new = 0
@@ -149,7 +191,8 @@ class StoreWriter:
                 key = row_key(kind, row)
             except (msgspec.ValidationError, ValueError, TypeError, OverflowError) as exc:
                 self.stats["malformed"] += 1
-                log.warning("store: skipping malformed %s record (%s): %.200r", kind, exc, record)
+                self.problems.warning(kind, "store: skipping malformed %s record (%s): %.200r",
+                                      kind, exc, record)
                 continue
             order = epoch_us(row["ts"])
             if key in keys or key in old:
@@ -177,14 +220,57 @@ class StoreWriter:
         self.stats["new"] += new
         return new
 
+    def add_trades(self, trades: Iterable[Trade]) -> int:
+        """Buffer decoded trades (``ts`` epoch seconds) as columns; return how many.
+
+        No key memory: a re-delivered trade is stored again and dropped by the readers.
+        """
+        cols = self._trades
+        n = 0
+        for t in trades:
+            cols["ts"].append(round(float(t.ts) * 1e6))
+            cols["venue"].append(t.venue)
+            cols["instrument"].append(t.instrument)
+            cols["trade_id"].append(t.trade_id)
+            cols["price"].append(t.price)
+            cols["qty"].append(t.qty)
+            cols["buyer"].append(t.buyer)
+            cols["seller"].append(t.seller)
+            n += 1
+        self.stats["trades"] += n
+        return n
+
+    def _add_unkeyed(self, kind: Kind, records: Iterable[Mapping[str, Any]]) -> int:
+        rows = []
+        for record in records:
+            try:
+                rows.append(to_row(kind, record))
+            except (msgspec.ValidationError, ValueError, TypeError, OverflowError) as exc:
+                self.stats["malformed"] += 1
+                self.problems.warning(kind, "store: skipping malformed %s record (%s): %.200r",
+                                      kind, exc, record)
+        cols = self._trades
+        for row in rows:
+            for c in _TRADE_COLUMNS:
+                cols[c].append(epoch_us(row[c]) if c == "ts" else row[c])
+        self.stats["trades"] += len(rows)
+        return len(rows)
+
     @property
     def pending(self) -> int:
         """Records buffered and not yet written."""
-        return sum(len(rows) for rows in self._pending.values())
+        return sum(len(rows) for rows in self._pending.values()) + len(self._trades["ts"])
 
     def flush(self) -> None:
         """Write each kind's buffer as one part file (durable on return), then compact."""
         for kind in KINDS:
+            if kind in UNKEYED:
+                if not self._trades["ts"]:
+                    continue
+                self._write_part(kind, self._trade_table())
+                self._trades = {c: [] for c in _TRADE_COLUMNS}
+                self.compact(kind)
+                continue
             rows = self._pending[kind]
             if not rows:
                 continue
@@ -193,6 +279,11 @@ class StoreWriter:
             self._prune(kind)
             self.compact(kind)
         self._reap()
+
+    def _trade_table(self) -> pa.Table:
+        schema = SCHEMAS["trades"]
+        return pa.Table.from_arrays(
+            [pa.array(self._trades[f.name], type=f.type) for f in schema], schema=schema)
 
     def compact(self, kind: Kind, *, force: bool = False) -> int:
         """Merge small parts of ``kind`` into one when there are too many; return how many.
@@ -359,6 +450,26 @@ def _records(raw: bytes | None) -> Iterator[Mapping[str, Any]]:
         yield item
 
 
+def _store_trades(writer: StoreWriter, tp: Any, messages: Iterable[Any]) -> None:
+    """Buffer the valid trades of these ``trades`` messages; count (and log, throttled) what
+    the contract rejects: the worker dead-letters it, the store only skips it."""
+    for msg in messages:
+        if msg.value is None:
+            writer.stats["trades_rejected"] += 1
+            continue
+        try:
+            trades, rejected = decode_message(msg.value)
+            bad = len(rejected)
+        except Exception:  # noqa: BLE001 - decode_message never raises; belt and braces
+            trades, bad = [], 1
+        writer.add_trades(trades)
+        if bad:
+            writer.stats["trades_rejected"] += bad
+            writer.problems.warning("trades", "store: %d invalid trade(s) skipped in %s[%d]@%d "
+                                    "(the worker dead-letters them)", bad, tp.topic,
+                                    tp.partition, msg.offset)
+
+
 def run_store_writer(
     settings: Settings,
     *,
@@ -366,7 +477,9 @@ def run_store_writer(
     flush_every_s: float = 1.0,
     max_pending: int = 50_000,
 ) -> None:
-    """Consume the alerts, halts and bars topics into the store until ``stop`` is set.
+    """Consume the pipeline's topics into the store until ``stop`` is set: alerts, halts (and
+    the workers' heartbeats on it), bars, structure, cases, agents, the exchanges' halt
+    acknowledgements and, with ``settings.store_trades``, trades.
 
     Offsets are committed only after a flush made the records durable: at-least-once delivery,
     and the writer's idempotency turns that into effectively-once storage.
@@ -377,7 +490,10 @@ def run_store_writer(
     topics = settings.topics
     kind_of: dict[str, Kind] = {topics.alerts: "alerts", topics.halts: "halts",
                                 topics.bars: "bars", topics.structure: "structure",
-                                topics.cases: "cases", topics.agents: "agents"}
+                                topics.cases: "cases", topics.agents: "agents",
+                                topics.halt_acks: "acks"}
+    if settings.store_trades:
+        kind_of[topics.trades] = "trades"
     session_ms = int(settings.session_timeout_s * 1000)
     writer = StoreWriter(settings.store_dir)
     previous_sigterm = None
@@ -404,19 +520,24 @@ def run_store_writer(
             polled = consumer.poll(timeout_ms=200, max_records=10_000)
             for tp, messages in polled.items():
                 kind = kind_of[tp.topic]
+                if kind == "trades":
+                    uncommitted = True
+                    _store_trades(writer, tp, messages)
+                    continue
                 for msg in messages:
                     uncommitted = True
                     try:
                         records = list(_records(msg.value))
                     except (msgspec.DecodeError, ValueError) as exc:
                         writer.stats["malformed"] += 1
-                        log.warning("store: skipping malformed message %s[%d]@%d: %s",
-                                    tp.topic, tp.partition, msg.offset, exc)
+                        writer.problems.warning(
+                            tp.topic, "store: skipping malformed message %s[%d]@%d: %s",
+                            tp.topic, tp.partition, msg.offset, exc)
                         continue
-                    if kind == "halts":  # the workers' liveness signal is not a halt to keep
+                    if kind == "halts":  # the workers' liveness signal: a kind of its own
                         beats = [r for r in records if r.get("schema") == "heartbeat/1"]
                         if beats:
-                            writer.stats["heartbeats"] += len(beats)
+                            writer.add("heartbeats", beats)
                             records = [r for r in records if r.get("schema") != "heartbeat/1"]
                     writer.add(kind, records)
             if uncommitted and (time.monotonic() >= next_flush or writer.pending >= max_pending):

@@ -1,11 +1,11 @@
 """The store's on-disk layout, shared by the writer (:mod:`streams.store`) and every reader.
 
-``store_dir/{alerts,halts,bars,structure}/`` each hold immutable Parquet part files with the
-schema in :data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.5, §3.6, bars,
-stage-2 structure metrics) to a row. A record is identified by its :data:`KEYS`. Files starting
-with ``.`` are being written; a part with a ``<name>.merged`` tombstone beside it was merged
-into a newer part and is about to be deleted. :func:`part_files` applies these rules, so readers
-need no more.
+``store_dir/<kind>/`` (:data:`KINDS`) each hold immutable Parquet part files with the schema in
+:data:`SCHEMAS`; :func:`to_row` maps a contract record (DESIGN §3.1, §3.5, §3.6, bars, stage-2
+structure metrics, worker heartbeats, exchange acknowledgements) to a row. A record is
+identified by its :data:`KEYS`. Files starting with ``.`` are being written; a part with a
+``<name>.merged`` tombstone beside it was merged into a newer part and is about to be deleted.
+:func:`part_files` applies these rules, so readers need no more.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from detectors.structure import StructureMetrics
 from streams.cases import CaseAction
-from streams.contracts import Agent, Alert, Bar, Halt
+from streams.contracts import Agent, Alert, Bar, Halt, HaltAck, Heartbeat, Trade, validate_row
 
 __all__ = [
     "KEYS",
@@ -35,9 +35,11 @@ __all__ = [
     "part_files",
     "row_key",
     "to_row",
+    "trade_row",
 ]
 
-Kind: TypeAlias = Literal["alerts", "halts", "bars", "structure", "cases", "agents"]
+Kind: TypeAlias = Literal["alerts", "halts", "bars", "structure", "cases", "agents",
+                          "heartbeats", "acks", "trades"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -87,6 +89,26 @@ SCHEMAS: Final[Mapping[Kind, pa.Schema]] = {
         ("funded_by", pa.string()), ("created_ts", _TS), ("kind", pa.string()),
         ("venue", pa.string()),
     ]),
+    # stage-1 worker heartbeats (streams/heartbeat.py): one row per worker and second (ts =
+    # emitted_at cut to the second), so a day of them stays small
+    "heartbeats": pa.schema([
+        ("worker", pa.string()), ("ts", _TS), ("emitted_at", _TS), ("seq", pa.int64()),
+        ("watermark", _TS), ("watermarks", pa.string()), ("partitions", pa.list_(pa.int64())),
+        ("kid", pa.string()),
+    ]),
+    # exchanges' acknowledgements of the halts they applied (exchange/acks.py); ts = the halt's
+    "acks": pa.schema([
+        ("exchange", pa.string()), ("venue", pa.string()), ("instrument", pa.string()),
+        ("seq", pa.int64()), ("ts", _TS), ("state", pa.string()), ("reason", pa.string()),
+        ("effective", pa.string()), ("applied_at", _TS), ("schema", pa.string()),
+    ]),
+    # every trade (DESIGN §3.1), for case files and agent pages; written from columnar buffers
+    # without a key memory: duplicates (at-least-once delivery) are dropped by the readers
+    "trades": pa.schema([
+        ("ts", _TS), ("venue", pa.string()), ("instrument", pa.string()),
+        ("trade_id", pa.string()), ("price", pa.float64()), ("qty", pa.float64()),
+        ("buyer", pa.string()), ("seller", pa.string()),
+    ]),
 }
 #: The columns that identify a record; a second record with the same key is a duplicate.
 KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
@@ -96,6 +118,9 @@ KEYS: Final[Mapping[Kind, tuple[str, ...]]] = {
     "structure": ("venue", "instrument", "ts"),
     "cases": ("action_id",),
     "agents": ("agent_id",),
+    "heartbeats": ("worker", "ts"),
+    "acks": ("exchange", "venue", "instrument", "seq"),
+    "trades": ("venue", "trade_id"),
 }
 #: Sort order inside compacted parts (lets Parquet row-group statistics prune reads).
 SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
@@ -105,6 +130,9 @@ SORT: Final[Mapping[Kind, tuple[str, ...]]] = {
     "structure": ("venue", "instrument", "ts"),
     "cases": ("ts", "action_id"),
     "agents": ("agent_id",),
+    "heartbeats": ("worker", "ts"),
+    "acks": ("venue", "instrument", "seq", "exchange"),
+    "trades": ("venue", "instrument", "ts"),
 }
 
 #: Suffix of the tombstone that retires a part merged away by compaction (see the module docs).
@@ -179,6 +207,26 @@ def to_row(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
         return {"agent_id": g.agent_id, "ts": created or datetime.now(UTC), "owner": g.owner,
                 "funded_by": g.funded_by, "created_ts": created, "kind": g.kind,
                 "venue": g.venue}
+    if kind == "heartbeats":
+        beat = msgspec.convert(record, Heartbeat)
+        if beat.schema != "heartbeat/1":
+            raise ValueError(f"unknown schema {beat.schema!r}")
+        emitted = _utc(beat.emitted_at)
+        marks = {v: _utc(t) for v, t in beat.watermarks.items()}
+        return {"worker": beat.worker, "ts": emitted.replace(microsecond=0),
+                "emitted_at": emitted, "seq": beat.seq,
+                "watermark": min(marks.values(), default=None),
+                "watermarks": _json.encode({v: t.isoformat() for v, t in marks.items()}).decode(),
+                "partitions": list(beat.partitions), "kid": beat.kid}
+    if kind == "acks":
+        k = msgspec.convert(record, HaltAck)
+        if k.schema != "halt_ack/1":
+            raise ValueError(f"unknown schema {k.schema!r}")
+        return {"exchange": k.exchange, "venue": k.venue, "instrument": k.instrument,
+                "seq": k.seq, "ts": _utc(k.ts), "state": k.state, "reason": k.reason,
+                "effective": k.effective, "applied_at": _utc(k.applied_at), "schema": k.schema}
+    if kind == "trades":
+        return trade_row(validate_row(dict(record)))
     if kind == "structure":
         m = msgspec.convert(record, StructureMetrics)
         row = msgspec.structs.asdict(m)
@@ -188,6 +236,13 @@ def to_row(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
     return {"venue": b.venue, "instrument": b.instrument, "ts": _utc(b.ts), "open": b.open,
             "high": b.high, "low": b.low, "close": b.close, "volume": b.volume,
             "notional": b.notional, "trades": b.trades, "schema": b.schema}
+
+
+def trade_row(t: Trade) -> dict[str, Any]:
+    """The row of a decoded trade (``ts`` epoch seconds, as :func:`decode_message` leaves it)."""
+    return {"ts": _EPOCH + round(float(t.ts) * 1e6) * _US, "venue": t.venue,
+            "instrument": t.instrument, "trade_id": t.trade_id, "price": t.price, "qty": t.qty,
+            "buyer": t.buyer, "seller": t.seller}
 
 
 def row_key(kind: Kind, row: Mapping[str, Any]) -> Key:

@@ -24,7 +24,7 @@ class Topics:
     >>> Topics(prefix="venue1.").all()
     ('venue1.trades', 'venue1.agents', 'venue1.alerts', 'venue1.halts', 'venue1.trades.dlq',
      'venue1.bars', 'venue1.flows', 'venue1.structure', 'venue1.checkpoints', 'venue1.cases',
-     'venue1.config')
+     'venue1.config', 'venue1.halt_acks')
     """
 
     prefix: str = ""
@@ -81,9 +81,16 @@ class Topics:
         see :mod:`streams.runtime_config`."""
         return f"{self.prefix}config"
 
+    @property
+    def halt_acks(self) -> str:
+        """Exchanges' acknowledgements of the halts they applied (``halt_ack/1``, key =
+        exchange/venue/instrument/seq): see :mod:`exchange.acks`."""
+        return f"{self.prefix}halt_acks"
+
     def all(self) -> tuple[str, ...]:
         return (self.trades, self.agents, self.alerts, self.halts, self.dlq, self.bars,
-                self.flows, self.structure, self.checkpoints, self.cases, self.config)
+                self.flows, self.structure, self.checkpoints, self.cases, self.config,
+                self.halt_acks)
 
 
 class TopicError(RuntimeError):

@@ -107,7 +107,7 @@ def test_malformed_records_are_skipped_and_counted(tmp_path: Path) -> None:
         assert writer.add("alerts", [{**alert(1), "evidence": "not an object"}]) == 0
         assert writer.stats["malformed"] == 4
         with pytest.raises(ValueError, match="unknown kind"):
-            writer.add("trades", [bar(0)])  # type: ignore[arg-type]
+            writer.add("ticks", [bar(0)])  # type: ignore[arg-type]
     assert StoreReader(tmp_path).counts().bars == 1
 
 
