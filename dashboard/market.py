@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-import duckdb
 import polars as pl
 
 from dashboard.fmt import duration
 from dashboard.queries import StoreReader
 from streams.store_layout import KINDS, part_files
 
-__all__ = ["Health", "board", "halt_timeline", "health", "returns_grid", "venue_index"]
+__all__ = ["ACK_GRACE_S", "Health", "board", "halt_timeline", "health", "returns_grid",
+           "unacknowledged", "venue_index"]
 
-#: Kinds another component may add to the store; read when present, never required.
-HEARTBEAT_KINDS: Final = ("heartbeats", "heartbeat")
-ACK_KINDS: Final = ("acks", "halt_acks", "exchange_acks")
+#: Seconds after an active halt's emission by which an exchange must have acknowledged it.
+ACK_GRACE_S: Final = 5.0
 #: Seconds after which a health figure counts as stale (the banner turns red).
 STALE_S: Final = {"store": 15.0, "heartbeat": 15.0, "watermark": 60.0}
 
@@ -55,19 +54,25 @@ def board(reader: StoreReader, *, window_s: float = 3600, buckets: int = 60) -> 
         return prices
     venue_wide = states.filter((pl.col("instrument") == "*") & pl.col("active")).select(
         "venue", pl.col("state").alias("venue_state"), pl.col("reason").alias("venue_reason"),
-        pl.col("since").alias("venue_since"))
+        pl.col("since").alias("venue_since"), pl.col("acked_at").alias("venue_acked_at"),
+        pl.col("emitted_at").alias("venue_emitted_at"))
     own = states.filter(pl.col("instrument") != "*").select(
         "venue", "instrument", "state", "reason", "since", "resume_at", "reference_price",
-        "band_low", "band_high")
+        "band_low", "band_high", "acked_at", "emitted_at")
     out = (prices.join(own, on=["venue", "instrument"], how="left")
            .join(venue_wide, on="venue", how="left")
            .with_columns(
                state=pl.when(pl.col("venue_state").is_not_null()).then(pl.col("venue_state"))
                .otherwise(pl.col("state").fill_null("TRADING")),
-               reason=pl.coalesce("venue_reason", "reason"))
-           .drop("venue_state", "venue_reason"))
-    # the exchange obeys a halt when no bar (trade) came after it began: its acknowledgement as
-    # the tape shows it (a bar's second may straddle the signal: one second of grace)
+               reason=pl.coalesce("venue_reason", "reason"),
+               # the exchange's own word, for the signal that holds the instrument
+               acked_at=pl.when(pl.col("venue_state").is_not_null())
+               .then(pl.col("venue_acked_at")).otherwise(pl.col("acked_at")),
+               emitted_at=pl.when(pl.col("venue_state").is_not_null())
+               .then(pl.col("venue_emitted_at")).otherwise(pl.col("emitted_at")))
+           .drop("venue_state", "venue_reason", "venue_acked_at", "venue_emitted_at"))
+    # besides its acknowledgement, the tape shows whether the exchange obeys: no bar (trade)
+    # after the halt began (a bar's second may straddle the signal: one second of grace)
     since = pl.coalesce("venue_since", "since")
     out = out.with_columns(obeyed=pl.when(pl.col("state") == "TRADING").then(None).otherwise(
         pl.col("last_bar") <= since + pl.duration(seconds=1))).drop("venue_since")
@@ -125,11 +130,16 @@ class Health:
     newest_event: datetime | None
     watermark: datetime | None
     watermark_lag_s: float | None
+    #: age of the newest stored worker heartbeat (None: the store has none)
     heartbeat_age_s: float | None
-    heartbeat_source: str
+    #: workers whose heartbeat is stored from the last minute
+    workers: int
+    #: current halts: the latest signal of a (venue, instrument) key (``*`` too) is not TRADING
     halts_active: int
-    #: active halts the exchange has obeyed (no trade since they began), or acknowledged
-    halts_acknowledged: int | None
+    #: current halts an exchange acknowledged applying (``halt_acks``)
+    halts_acknowledged: int
+    #: current halts not acknowledged within ``ACK_GRACE_S`` of their emission, in words
+    unacknowledged: tuple[str, ...] = ()
 
     @property
     def problems(self) -> list[str]:
@@ -143,9 +153,6 @@ class Health:
             out.append(f"the last worker heartbeat is {duration(self.heartbeat_age_s)} old")
         if self.watermark_lag_s is not None and self.watermark_lag_s > STALE_S["watermark"]:
             out.append(f"event time lags the wall clock by {duration(self.watermark_lag_s)}")
-        if self.halts_acknowledged is not None and self.halts_acknowledged < self.halts_active:
-            out.append(f"the exchange obeys {self.halts_acknowledged} of "
-                       f"{self.halts_active} current halts (trades after a halt began)")
         return out
 
 
@@ -161,60 +168,42 @@ def _newest_part_mtime(reader: StoreReader) -> float | None:
     return newest
 
 
-def _optional_max_ts(reader: StoreReader, kinds: tuple[str, ...]) -> datetime | None:
-    for kind in kinds:
-        if kind in KINDS:
-            try:
-                ((ts,),) = reader.rows(f"SELECT max(ts) FROM _{kind}_raw")
-            except duckdb.Error:
-                return None
-            return ts  # type: ignore[no-any-return]
-    return None
+def unacknowledged(states: pl.DataFrame, now: datetime, *,
+                   grace_s: float = ACK_GRACE_S) -> list[str]:
+    """The active halts of a :meth:`~dashboard.queries.StoreReader.halt_board` that no exchange
+    acknowledged within ``grace_s`` of their emission, in words."""
+    late = states.filter(pl.col("active") & pl.col("acked_at").is_null()
+                         & (pl.col("emitted_at") < now - timedelta(seconds=grace_s)))
+    return [f"{'* ' + r['venue'] if r['instrument'] == '*' else r['instrument']} "
+            f"{r['state']} for {duration((now - r['emitted_at']).total_seconds())}"
+            for r in late.sort("emitted_at").iter_rows(named=True)]
 
 
 def health(reader: StoreReader, now: datetime | None = None) -> Health:
     """Store freshness (newest part file), event-time lag (stage-2 watermark, else the newest
-    bar), worker heartbeats and exchange acknowledgements when the store has them."""
+    bar), the workers' stored heartbeats and the exchanges' acknowledgements of the halts in
+    force."""
     now = now or datetime.now(UTC)
     mtime = _newest_part_mtime(reader)
     ((newest, watermark),) = reader.rows(
         "SELECT greatest((SELECT max(ts) FROM _bars_raw), (SELECT max(ts) FROM _alerts_raw), "
         "(SELECT max(ts) FROM _halts_raw)), (SELECT max(window_end) FROM _structure_raw)")
     mark = watermark or newest
-    beat = _optional_max_ts(reader, HEARTBEAT_KINDS)
-    source = "worker heartbeats" if beat is not None else "newest stored row"
-    beat_age = None if beat is None else (now - beat).total_seconds()
+    # a heartbeat stamped ahead of the wall clock (a skewed or forged one) proves nothing
+    ((beat, workers),) = reader.rows(
+        "SELECT max(emitted_at), count(DISTINCT worker) FILTER (WHERE emitted_at >= $recent) "
+        "FROM _heartbeats_raw WHERE emitted_at <= $ahead",
+        recent=now - timedelta(seconds=60), ahead=now + timedelta(seconds=10))
     states = reader.halt_board().filter(pl.col("active"))
-    last = reader.frame("SELECT venue, instrument, max(ts) AS last_bar FROM _bars_raw "
-                        "GROUP BY ALL")
-    wide = states.filter(pl.col("instrument") == "*").select("venue", since_all="since")
-    own = states.filter(pl.col("instrument") != "*").select("venue", "instrument", "since")
-    halted = (last.join(own, on=["venue", "instrument"], how="left")
-              .join(wide, on="venue", how="left")
-              .with_columns(since=pl.coalesce("since_all", "since"))
-              .filter(pl.col("since").is_not_null()))
-    active = halted.height
-    acked: int | None = int((halted["last_bar"] <= halted["since"]
-                             + timedelta(seconds=1)).sum()) if active else 0
-    for kind in ACK_KINDS:  # an exchange's own acknowledgements, when the store has them
-        if kind in KINDS:
-            try:
-                ((acked,),) = reader.rows(
-                    f"SELECT count(DISTINCT (venue, instrument, seq)) FROM {kind} a JOIN "
-                    "(SELECT venue, instrument, seq FROM halts QUALIFY row_number() OVER "
-                    "(PARTITION BY venue, instrument ORDER BY seq DESC) = 1 AND state <> "
-                    "'TRADING') h USING (venue, instrument, seq)")
-            except duckdb.Error:
-                pass
-            break
     return Health(
         checked_at=now,
         store_age_s=None if mtime is None else max(0.0, now.timestamp() - mtime),
         newest_event=newest,
         watermark=mark,
         watermark_lag_s=None if mark is None else (now - mark).total_seconds(),
-        heartbeat_age_s=beat_age,
-        heartbeat_source=source,
-        halts_active=active,
-        halts_acknowledged=acked,
+        heartbeat_age_s=None if beat is None else max(0.0, (now - beat).total_seconds()),
+        workers=int(workers or 0),
+        halts_active=states.height,
+        halts_acknowledged=int(states["acked_at"].is_not_null().sum()) if states.height else 0,
+        unacknowledged=tuple(unacknowledged(states, now)),
     )

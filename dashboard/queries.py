@@ -194,11 +194,18 @@ class StoreReader:
             instrument=instrument, venue=venue, limit=limit, market_wide=market_wide,
         )
 
+    def venues(self) -> list[str]:
+        """Every venue seen in bars or halts, sorted."""
+        return [r[0] for r in self.rows(
+            "SELECT venue FROM _bars_raw UNION SELECT venue FROM _halts_raw ORDER BY 1")]
+
     def halt_board(self) -> pl.DataFrame:
         """Current state per (venue, instrument): the latest signal, and since when it holds.
 
         ``since`` is the time the current state began (a halt extended by a second HALTED
-        signal keeps its start); halted instruments come first.
+        signal keeps its start); halted instruments come first. ``seq`` and ``emitted_at`` are
+        the latest signal's; ``acked_at`` is when an exchange first acknowledged applying that
+        very signal (``halt_acks``; null: no acknowledgement stored) and ``acked_by`` which.
         """
         return self.frame(
             "WITH h AS (SELECT *, lag(state) OVER (PARTITION BY venue, instrument ORDER BY seq)"
@@ -209,8 +216,11 @@ class StoreReader:
             "(PARTITION BY venue, instrument ORDER BY seq DESC) = 1) "
             "SELECT l.venue, l.instrument, l.state, l.reason, s.since, l.resume_at, "
             "l.reference_price, l.band_low, l.band_high, l.alert_ids, l.ts AS last_signal, "
-            "l.state <> 'TRADING' AS active "
+            "l.state <> 'TRADING' AS active, l.seq, l.emitted_at, a.acked_at, a.acked_by "
             "FROM latest l JOIN starts s USING (venue, instrument) "
+            "LEFT JOIN (SELECT venue, instrument, seq, min(applied_at) AS acked_at, "
+            "string_agg(DISTINCT exchange, ', ' ORDER BY exchange) AS acked_by FROM _acks_raw "
+            "GROUP BY ALL) a USING (venue, instrument, seq) "
             "ORDER BY active DESC, s.since DESC, l.instrument"
         )
 

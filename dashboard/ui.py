@@ -366,6 +366,20 @@ def kinds_chart(by_kind: dict[str, int]) -> alt.Chart:
     return chart
 
 
+def _exchange_word(row: dict[str, Any]) -> str | None:
+    """What the exchange said and did about the halt holding an instrument."""
+    if row["state"] == "TRADING":
+        return None
+    acked, emitted = row["acked_at"], row["emitted_at"]
+    if acked is None:
+        said = "NOT ACKNOWLEDGED"
+    else:
+        delay = max(0.0, (acked - emitted).total_seconds()) if emitted is not None else None
+        said = ("acknowledged" if delay is None else f"acknowledged in {delay:.1f} s"
+                if delay < 60 else f"acknowledged after {fmt.duration(delay)}")
+    return said + ("" if row["obeyed"] is not False else " · TRADES AFTER HALT")
+
+
 def board_table(board: pl.DataFrame) -> None:
     """The market board: one row per instrument and venue, numbers formatted by :mod:`fmt`."""
     shown = board.select(
@@ -378,9 +392,8 @@ def board_table(board: pl.DataFrame) -> None:
             return_dtype=pl.String).alias("band"),
         pl.col("volume").map_elements(fmt.num, return_dtype=pl.String).alias("volume"),
         "spark", "reason", "since",
-        pl.col("obeyed").map_elements(lambda o: "obeyed: no trades since" if o else
-                                      "TRADES AFTER HALT", return_dtype=pl.String,
-                                      skip_nulls=True).alias("exchange"),
+        pl.struct("state", "acked_at", "emitted_at", "obeyed").map_elements(
+            _exchange_word, return_dtype=pl.String).alias("exchange"),
     )
     config: dict[str, Any] = {
         "state": "State", "instrument": "Instrument", "venue": "Venue", "last": "Last",

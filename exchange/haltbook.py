@@ -237,6 +237,10 @@ class HaltBook:
         Wall clock in seconds (monotonic); injectable for tests.
     on_change
         Called with a :class:`StateChange` after a layer changed state; exceptions are logged.
+    on_applied
+        Called with every applied :class:`Halt` (changed state or not; never a rejected or
+        stale one) and the state now in force for its key; exceptions are logged. The
+        reference exchange acknowledges halts from here (:mod:`exchange.acks`).
     keys
         Public keys to verify ``kid``/``sig`` against (``None``: signatures are not checked).
     require_signatures
@@ -263,6 +267,7 @@ class HaltBook:
         fail_safe: str = "QUOTE_ONLY",
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[StateChange], None] | None = None,
+        on_applied: Callable[[Halt, str], None] | None = None,
         keys: KeyRing | None = None,
         require_signatures: bool | None = None,
         heartbeat_timeout_s: float | None = None,
@@ -281,6 +286,7 @@ class HaltBook:
                              f"{heartbeat_timeout_s!r}")
         self.silence_s, self.fail_safe, self.clock, self.on_change = (
             silence_s, fail_safe, clock, on_change)
+        self.on_applied = on_applied
         self.keys = keys
         self.require_signatures = (bool(keys) if require_signatures is None
                                    else require_signatures)
@@ -328,6 +334,11 @@ class HaltBook:
         self._advance(halt.venue, parse_ts(halt.ts))
         for change in changes:
             self._notify(change)
+        if self.on_applied is not None:
+            try:
+                self.on_applied(halt, self.state(halt.venue, halt.instrument))
+            except Exception:
+                log.exception("on_applied callback failed for %s", halt)
         return halt
 
     def _reject(self, reason: str, detail: str, message: Any) -> None:

@@ -9,7 +9,9 @@ wash ring, a circular ring or a Sybil burst, rotating over kinds and instruments
 instrument that is halted, paused or quote-only, just reopened, cooling down from its previous
 episode or not yet back at its fair value. So the demo shows detectors halting an instrument,
 the exchange stopping its matching, the reopening auction on resumption, and the price going back
-to fundamentals. Event time is the wall clock, one step every ``dt`` seconds.
+to fundamentals. Event time is the wall clock, one step every ``dt`` seconds. Every halt signal
+the exchange applies is acknowledged on ``halt_acks`` (:mod:`exchange.acks`), so the desk shows
+the exchange's own word that it obeys.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger("surveil.exchange")
 def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.0,
                  stop: Event | None = None, dt: float = 0.5) -> None:
     """Run until ``stop`` is set, Ctrl-C or SIGTERM (then close cleanly)."""
+    from exchange.acks import HaltAcks
     from exchange.halts import HaltSubscriber
     from exchange.venue import Exchange, KafkaSink
     from replay.market.agents import INSTRUMENTS
@@ -40,10 +43,12 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     ensure_topics(settings.brokers, settings.topics.all(), partitions=settings.partitions)
-    halts = HaltSubscriber.from_settings(settings).start()
+    venue = "m2m-sim"
+    acks = HaltAcks.from_settings(settings, exchange=venue, venues=[venue]).start()
+    halts = HaltSubscriber.from_settings(settings, on_applied=acks).start()
     sink = KafkaSink(settings.brokers, settings.topics.trades)
     names = [i.name for i in INSTRUMENTS]
-    ex = Exchange("m2m-sim", names, halts=halts, sink=sink, clock=time.time,
+    ex = Exchange(venue, names, halts=halts, sink=sink, clock=time.time,
                   asset_classes={i.name: i.asset_class for i in INSTRUMENTS})
     live = LiveMarket(ex, seed=seed, start=time.time(), dt=dt, every=max(crash_every, 0.0))
     market = live.m
@@ -68,3 +73,4 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
                  dict(c.rejects))
         sink.close()
         halts.stop()
+        acks.close()

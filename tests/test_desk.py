@@ -89,7 +89,7 @@ def test_board_page(desk: Path) -> None:
     shown = metrics(at)
     assert shown["Instruments not trading"] == "1 of 3"
     assert shown["Market-wide state"] == "TRADING"
-    assert shown["Halts obeyed"] == "0 of 1"  # the fixture traded on after the KWH halt
+    assert shown["Halts acknowledged"] == "0 of 1"  # no exchange acknowledged the KWH halt
     assert shown["Worker heartbeat"] == "not stored"
     assert "STALE" in at.error[0].value  # 2024 data: event time lags the wall clock
     assert [h.value for h in at.subheader] == ["Cross-market returns", "Venue index",

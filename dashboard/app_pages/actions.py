@@ -1,5 +1,6 @@
 """Halt and resume by hand (supervisors): a mandatory reason, a confirmation, a signed halt on
-the ``halts`` topic with its audit record on ``cases``; the board shows the exchange obeying."""
+the ``halts`` topic with its audit record on ``cases``; the board shows the exchange's
+acknowledgement."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ user = session.require("supervisor")
 
 board = ui.halt_board()
 instruments = ui.instruments()
-venues = sorted(set(board["venue"].to_list())) or ["default"]
+venues = ui.reader().venues() or ["default"]
 
 with st.container(border=True):
     what, where, how = st.columns([3, 2, 2])

@@ -21,20 +21,25 @@ def health_strip() -> None:
     if problems:
         st.error("**STALE — do not trust this screen as live:** " + "; ".join(problems) + ".",
                  icon=":material/warning:")
+    if h.unacknowledged:
+        st.error("**HALT NOT ACKNOWLEDGED BY THE EXCHANGE** within "
+                 f"{fmt.num(market.ACK_GRACE_S)} s: " + "; ".join(h.unacknowledged)
+                 + ". The exchange may still be matching: check it.",
+                 icon=":material/gpp_maybe:")
     store, beat, lag, ack = st.columns(4)
     store.metric("Store freshness", fmt.duration(h.store_age_s) + " ago", border=True,
                  help="Time since the store writer last wrote a part file.")
     beat.metric("Worker heartbeat", fmt.duration(h.heartbeat_age_s) + " ago"
                 if h.heartbeat_age_s is not None else "not stored", border=True,
-                help="Age of the newest worker heartbeat in the store; without heartbeats, "
-                     "store freshness stands in.")
+                help="Age of the newest stage-1 worker heartbeat in the store.")
     lag.metric("Watermark lag", fmt.duration(h.watermark_lag_s), border=True,
                help="Wall clock minus the stage-2 watermark (newest event time otherwise).")
-    ack.metric("Halts obeyed", f"{h.halts_acknowledged} of {h.halts_active}"
-               if h.halts_acknowledged is not None else "not reported", border=True,
-               help="Current halts the exchange has obeyed: no trade since the halt began.")
+    ack.metric("Halts acknowledged", f"{h.halts_acknowledged} of {h.halts_active}",
+               border=True, help="Current halts the exchange acknowledged applying (topic "
+                                 "halt_acks), of all current halts.")
     st.caption(f"Checked {fmt.when(h.checked_at)} · newest event {fmt.when(h.newest_event)} · "
-               f"liveness from {h.heartbeat_source}")
+               + (f"{h.workers} worker(s) beating in the last minute"
+                  if h.heartbeat_age_s is not None else "no worker heartbeats stored"))
 
 
 @st.fragment(run_every="2s")
