@@ -1,17 +1,27 @@
 """Read-side queries about agents: the registry, the alerts naming them, who trades with whom
-(from the ``edges`` stage-2 detectors put in alert evidence), and market structure over time."""
+(from the ``edges`` stage-2 detectors put in alert evidence, and from the stored trades), their
+activity and positions over time, and market structure over time.
+
+Stored trades may repeat (at-least-once delivery; the writer keeps no key memory for them), so
+every trade query filters the raw parts first and then keeps one row per ``(venue, trade_id)``.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from dashboard.queries import StoreReader
 
-__all__ = ["agent_alerts", "counterparties", "edges_of", "registry", "search", "structure"]
+__all__ = ["activity", "agent_alerts", "agent_trades", "counterparties", "edges_of", "positions",
+           "registry", "search", "structure", "trade_counterparties", "trades_around"]
+
+_TRADE_COLUMNS = "ts, venue, instrument, trade_id, price, qty, buyer, seller"
+_ONCE = "QUALIFY row_number() OVER (PARTITION BY venue, trade_id ORDER BY ts) = 1"
 
 
 def search(reader: StoreReader, query: str, *, limit: int = 50) -> list[str]:
@@ -81,3 +91,57 @@ def structure(reader: StoreReader, instrument: str | None = None) -> pl.DataFram
         "new_entrant_share, new_entrants, counterparty_hhi, top_pair_share, self_trade_share "
         "FROM structure WHERE $i::VARCHAR IS NULL OR instrument = $i "
         "ORDER BY window_start, instrument", i=instrument)
+
+
+def agent_trades(reader: StoreReader, agent_id: str, *, limit: int = 20_000) -> pl.DataFrame:
+    """The agent's stored trades, once each, oldest first (the newest ``limit`` of them)."""
+    return reader.frame(
+        f"SELECT * FROM (SELECT {_TRADE_COLUMNS} FROM _trades_raw WHERE buyer = $a OR "
+        f"seller = $a {_ONCE} ORDER BY ts DESC LIMIT $limit) ORDER BY ts, trade_id",
+        a=agent_id, limit=limit)
+
+
+def trades_around(reader: StoreReader, agent_ids: list[str], trade_ids: list[str],
+                  start: datetime, end: datetime, *, limit: int = 2_000) -> pl.DataFrame:
+    """Trades from ``start`` to ``end`` in which one of ``agent_ids`` took part, or whose id is
+    among ``trade_ids``, once each, oldest first; ``in_evidence`` marks the latter."""
+    return reader.frame(
+        f"SELECT {_TRADE_COLUMNS}, list_contains($tids, trade_id) AS in_evidence FROM "
+        "_trades_raw WHERE ts BETWEEN $start AND $end AND (list_contains($ids, buyer) OR "
+        f"list_contains($ids, seller) OR list_contains($tids, trade_id)) {_ONCE} "
+        "ORDER BY ts, trade_id LIMIT $limit",
+        ids=agent_ids, tids=[str(t) for t in trade_ids], start=start, end=end, limit=limit)
+
+
+def _signed(trades: pl.DataFrame, agent_id: str) -> pl.DataFrame:
+    """``bought`` and ``sold`` quantities of the agent per trade (a self-trade is both)."""
+    return trades.with_columns(
+        bought=pl.when(pl.col("buyer") == agent_id).then(pl.col("qty")).otherwise(0.0),
+        sold=pl.when(pl.col("seller") == agent_id).then(pl.col("qty")).otherwise(0.0))
+
+
+def activity(trades: pl.DataFrame, agent_id: str) -> pl.DataFrame:
+    """Trades and quantities bought and sold per minute."""
+    return (_signed(trades, agent_id).group_by(minute=pl.col("ts").dt.truncate("1m"))
+            .agg(trades=pl.len(), bought=pl.col("bought").sum(), sold=pl.col("sold").sum())
+            .sort("minute"))
+
+
+def positions(trades: pl.DataFrame, agent_id: str) -> pl.DataFrame:
+    """Net quantity held per (venue, instrument) after each trade, from the first stored one."""
+    return (_signed(trades, agent_id).sort("ts", "trade_id")
+            .with_columns(position=(pl.col("bought") - pl.col("sold"))
+                          .cum_sum().over("venue", "instrument"))
+            .select("ts", "venue", "instrument", "position"))
+
+
+def trade_counterparties(trades: pl.DataFrame, agent_id: str, *, top: int = 10) -> pl.DataFrame:
+    """Whom the agent traded with most (by notional): trades, quantity bought from and sold
+    to each, notional."""
+    df = _signed(trades, agent_id).with_columns(
+        counterparty=pl.when(pl.col("buyer") == agent_id).then(pl.col("seller"))
+        .otherwise(pl.col("buyer")), notional=pl.col("price") * pl.col("qty"))
+    return (df.group_by("counterparty")
+            .agg(trades=pl.len(), bought=pl.col("bought").sum(), sold=pl.col("sold").sum(),
+                 notional=pl.col("notional").sum())
+            .sort("notional", "counterparty", descending=[True, False]).head(top))

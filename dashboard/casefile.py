@@ -3,7 +3,9 @@
 :func:`evidence` shows, per alert: the headline figures, the thresholds crossed in words, the
 price around the event (halts shaded, the trigger marked, log scale when it helps), the agents'
 network for wash / cycle / Sybil alerts (edges from the evidence, funders from the registry),
-the registry facts and every other figure, all rounded once by :mod:`dashboard.fmt`.
+the registry facts, the involved agents' trades around the alert (from the trade store, the
+evidence's trade ids highlighted) and every other figure, all rounded once by
+:mod:`dashboard.fmt`.
 :func:`case_panel` opens the alert as a case or works the case it belongs to; every action
 goes to the ``cases`` topic (:mod:`dashboard.session`) and comes back in the audit trail.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import polars as pl
 import streamlit as st
@@ -66,10 +68,8 @@ def evidence(alert: dict[str, Any]) -> None:
         st.caption("The registry (topic `agents`) knows none of these agents.")
     else:
         st.dataframe(registry, hide_index=True, key=f"registry_{alert['alert_id']}")
-    ids = ev.get("trade_ids") or []
-    st.caption(("Trades behind it: " + ", ".join(map(str, ids[:20]))
-                + (" …" if len(ids) > 20 else "") + ". ") if ids else ""
-               "The store keeps one-second bars, not single trades: the chart shows bars.")
+    involved = sorted({*named, *(e["buyer"] for e in edges), *(e["seller"] for e in edges)})
+    _trades_around(alert, involved, [str(i) for i in ev.get("trade_ids") or []])
     rows = words.facts(ev)
     if rows:
         with st.expander("Every figure of the evidence"):
@@ -92,6 +92,32 @@ def _price_around(alert: dict[str, Any]) -> None:
     st.caption(f"{alert['instrument']} from {fmt.when(start)} to {fmt.when(end)}: the line "
                "breaks where no trades printed; shading and the band below: halt states; "
                "dotted rule: the alert.")
+
+
+_EVIDENCE_CSS: Final = "background-color: #fff3cd; color: #664d03; font-weight: 600"
+
+
+def _trades_around(alert: dict[str, Any], agent_ids: list[str], trade_ids: list[str]) -> None:
+    """The involved agents' trades within ``AROUND`` of the alert; the evidence's highlighted."""
+    st.markdown("**Their trades around the alert**")
+    start, end = alert["ts"] - AROUND, alert["ts"] + AROUND
+    trades = ui.query("trades_around", agent_ids, trade_ids, start, end)
+    if trades.is_empty():
+        st.caption(f"No stored trades of {', '.join(agent_ids) or 'these agents'} from "
+                   f"{fmt.when(start)} to {fmt.when(end)}"
+                   + (f" (the evidence names {len(trade_ids)} trade ids)" if trade_ids else "")
+                   + ". Trades are kept when the store writer runs with `store_trades` on.")
+        return
+    found = int(trades["in_evidence"].sum())
+    styled = trades.to_pandas().style.apply(
+        lambda row: [_EVIDENCE_CSS if row["in_evidence"] else ""] * len(row), axis=1)
+    st.dataframe(styled, hide_index=True, key=f"trades_{alert['alert_id']}", column_config={
+        "ts": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss.SSS"),
+        "in_evidence": st.column_config.CheckboxColumn("In evidence")})
+    st.caption(f"{trades.height:,} trades of {len(agent_ids)} agents from {fmt.when(start)} to "
+               f"{fmt.when(end)}" + (f"; {found} of the {len(trade_ids)} trade ids in the "
+                                     "evidence are among them (highlighted)" if trade_ids
+                                     else "") + ".")
 
 
 def _wide(bars: pl.DataFrame) -> bool:

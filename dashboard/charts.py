@@ -17,8 +17,8 @@ from typing import Any, Final, cast
 import altair as alt
 import polars as pl
 
-__all__ = ["LOG_SPAN", "STATE_COLORS", "halt_timeline", "network", "price", "returns_heatmap",
-           "segments", "structure_lines", "venue_index"]
+__all__ = ["LOG_SPAN", "STATE_COLORS", "activity", "halt_timeline", "network", "positions",
+           "price", "returns_heatmap", "segments", "structure_lines", "venue_index"]
 
 LOG_SPAN: Final = 3.0
 STATE_COLORS: Final = {"HALTED": "#d62728", "PAUSED": "#ff7f0e", "QUOTE_ONLY": "#9467bd",
@@ -227,4 +227,30 @@ def structure_lines(df: pl.DataFrame, metrics: dict[str, str]) -> alt.Chart:
                  alt.Tooltip("value:Q", format=".3~f")],
     ).properties(height=160, width=320).facet(facet=alt.Facet("metric:N", title=None),
                                              columns=2)
+    return chart
+
+
+def activity(df: pl.DataFrame) -> alt.Chart:
+    """Trades per minute of one agent (bars), with quantities bought and sold in the tooltip."""
+    chart: alt.Chart = alt.Chart(df).mark_bar(color="#1f4e79").encode(
+        x=alt.X("minute:T", title="Minute (UTC)", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%H:%M", labelOverlap=True)),
+        y=alt.Y("trades:Q", title="Trades per minute", axis=alt.Axis(tickMinStep=1)),
+        tooltip=[alt.Tooltip("minute:T", title="Minute (UTC)", format="%Y-%m-%d %H:%M"),
+                 "trades:Q", alt.Tooltip("bought:Q", format=",.4~g"),
+                 alt.Tooltip("sold:Q", format=",.4~g")],
+    ).properties(height=180)
+    return chart
+
+
+def positions(df: pl.DataFrame) -> alt.Chart:
+    """Net position over time, one step line per instrument."""
+    chart: alt.Chart = alt.Chart(df).mark_line(interpolate="step-after").encode(
+        x=alt.X("ts:T", title="Time (UTC)", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format=_TIME, labelOverlap=True)),
+        y=alt.Y("position:Q", title="Net quantity"),
+        color=alt.Color("instrument:N", title="Instrument"),
+        tooltip=[alt.Tooltip("ts:T", title="After trade (UTC)", format="%Y-%m-%d %H:%M:%S"),
+                 "instrument:N", "venue:N", alt.Tooltip("position:Q", format=",.4~g")],
+    ).properties(height=220)
     return chart

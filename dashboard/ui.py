@@ -132,7 +132,8 @@ _QUERIES: Final[dict[str, Any]] = {
     "alert_page": _cases.alert_page, "case_states": _cases.case_states, "audit": _cases.audit,
     "related_alerts": _cases.related_alerts, "agent_search": _agents.search,
     "registry": _agents.registry, "agent_alerts": _agents.agent_alerts,
-    "structure": _agents.structure,
+    "structure": _agents.structure, "agent_trades": _agents.agent_trades,
+    "trades_around": _agents.trades_around,
 }
 
 

@@ -1,5 +1,6 @@
-"""Agents: search an id, owner or funder; registry facts, the alerts that name the agent,
-its counterparties (from alert evidence) and its cluster (agents sharing its funder)."""
+"""Agents: search an id, owner or funder; registry facts, its trading over time (trades per
+minute, net position per instrument, top counterparties, from the stored trades), the alerts
+that name the agent, its counterparties in alert evidence and its cluster (same funder)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,31 @@ if facts.height:
                f"{row.get('venue') or fmt.DASH} · created {fmt.when(row.get('created_ts'))}")
 else:
     st.caption("The registry (topic `agents`) does not know this agent.")
+
+st.subheader("Activity")
+trades = ui.query("agent_trades", agent)
+if trades.is_empty():
+    st.caption("No trades of this agent in the store (trades are kept when the store writer "
+               "runs with `store_trades` on).")
+else:
+    n_trades, bought, sold = st.columns(3)
+    flows = agents.activity(trades, agent)
+    n_trades.metric("Trades stored", f"{trades.height:,}", border=True)
+    bought.metric("Bought", fmt.num(flows["bought"].sum()), border=True)
+    sold.metric("Sold", fmt.num(flows["sold"].sum()), border=True)
+    st.caption(f"{trades.height:,} trades from {fmt.when(trades['ts'][0])} to "
+               f"{fmt.when(trades['ts'][-1])}, once each.")
+    st.altair_chart(charts.activity(flows), width="stretch")
+    st.subheader("Position over time")
+    st.altair_chart(charts.positions(agents.positions(trades, agent)), width="stretch")
+    st.caption("Net quantity per instrument (bought − sold), counted from its first stored "
+               "trade.")
+    st.subheader("Top counterparties (from trades)")
+    top = agents.trade_counterparties(trades, agent)
+    st.dataframe(top.with_columns(
+        *(pl.col(c).map_elements(fmt.num, return_dtype=pl.String) for c in ("bought", "sold")),
+        notional=top["notional"].map_elements(fmt.money, return_dtype=pl.String)),
+        hide_index=True, key="trade_peers")
 
 st.subheader("Counterparties (from alert evidence)")
 peers = agents.counterparties(named, agent)
