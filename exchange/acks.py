@@ -86,9 +86,13 @@ class KafkaAckSink:
 
         self.topic = topic
         self.on_error, self.on_sent = on_error, on_sent
-        self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all",
-                                      linger_ms=5, retries=3, max_block_ms=5_000,
-                                      request_timeout_ms=10_000, delivery_timeout_ms=30_000)
+        wanted = {"bootstrap_servers": brokers.split(","), "acks": "all", "linger_ms": 5,
+                  "retries": 3, "max_block_ms": 5_000, "request_timeout_ms": 10_000,
+                  "delivery_timeout_ms": 30_000,
+                  # same key, same record: idempotence buys nothing (and Tansu refuses it)
+                  "enable_idempotence": False}
+        self.producer = KafkaProducer(**{k: v for k, v in wanted.items()
+                                         if k in KafkaProducer.DEFAULT_CONFIG})
 
     def send(self, key: bytes, value: bytes) -> None:
         future = self.producer.send(self.topic, key=key, value=value)
