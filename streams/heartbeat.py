@@ -11,7 +11,8 @@ Every ``heartbeat_interval_s`` (the worker's 1-s tick) the worker publishes, wit
 event time up to which every breaker timer has fired, so a halt whose ``resume_at`` is behind it
 should have been resumed). Subscribers (:class:`exchange.haltbook.HaltBook`) go ``QUOTE_ONLY``
 when no fresh heartbeat has come for ``heartbeat_timeout_s``, and let halts expire at
-``resume_at`` by these watermarks. The store writer skips heartbeats.
+``resume_at`` by these watermarks. The store writer keeps them as a kind of their own, one row
+per worker and second (the desk shows their age).
 
 Heartbeats go with signatures (``settings.heartbeats == "auto"``): a worker that has a detector
 key signs its halts and beats; an exchange that has the public keys verifies and watches them.
