@@ -358,12 +358,14 @@ def simulate(scenario: str, seed: int, duration: float, out_dir: Path | None, re
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--crash-every", type=float, default=120.0, show_default=True,
               help="Plant a sell program or a buying frenzy every N seconds (0 = never).")
+@click.option("--warmup", type=float, default=90.0, show_default=True,
+              help="Seconds of live trading before the first planted event.")
 @click.pass_context
-def exchange_cmd(ctx: click.Context, seed: int, crash_every: float) -> None:
+def exchange_cmd(ctx: click.Context, seed: int, crash_every: float, warmup: float) -> None:
     """Run the reference exchange with a live agent-based market; it obeys halts."""
     from surveil.live import run_exchange
 
-    run_exchange(_settings(ctx), seed=seed, crash_every=crash_every)
+    run_exchange(_settings(ctx), seed=seed, crash_every=crash_every, warmup=warmup)
 
 
 @cli.command()
@@ -403,8 +405,11 @@ def bench(n_trades: int, batch: int, instruments: int, latency_seconds: float,
 @click.option("--dashboard-port", type=int, default=8501, show_default=True)
 @click.option("--crash-every", type=float, default=120.0, show_default=True,
               help="Plant a flash crash or a spike in the live market every N seconds.")
+@click.option("--warmup", type=float, default=90.0, show_default=True,
+              help="Seconds of live trading before the first planted event.")
 @click.pass_context
-def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float) -> None:
+def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float,
+       warmup: float) -> None:
     """Everything: broker, worker, store writer, exchange with a live market, dashboard."""
     from surveil.up import run_up
 
@@ -412,7 +417,7 @@ def up(ctx: click.Context, port: int, dashboard_port: int, crash_every: float) -
     # an external cluster when one was named (--brokers before or after `up`, or the env)
     external = settings.brokers != Settings().brokers or "SURVEIL_BROKERS" in os.environ
     sys.exit(run_up(settings, port=port, dashboard_port=dashboard_port,
-                    crash_every=crash_every, external=external))
+                    crash_every=crash_every, warmup=warmup, external=external))
 
 
 # --- signed halt channel: keys and the regulator's manual actions (surveil/regulator.py) -----

@@ -31,7 +31,7 @@ log = logging.getLogger("surveil.exchange")
 
 
 def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.0,
-                 stop: Event | None = None, dt: float = 0.5) -> None:
+                 stop: Event | None = None, dt: float = 0.5, warmup: float = 90.0) -> None:
     """Run until ``stop`` is set, Ctrl-C or SIGTERM (then close cleanly)."""
     from exchange.acks import HaltAcks
     from exchange.halts import HaltSubscriber
@@ -50,7 +50,8 @@ def run_exchange(settings: Settings, *, seed: int = 0, crash_every: float = 120.
     names = [i.name for i in INSTRUMENTS]
     ex = Exchange(venue, names, halts=halts, sink=sink, clock=time.time,
                   asset_classes={i.name: i.asset_class for i in INSTRUMENTS})
-    live = LiveMarket(ex, seed=seed, start=time.time(), dt=dt, every=max(crash_every, 0.0))
+    live = LiveMarket(ex, seed=seed, start=time.time(), dt=dt, every=max(crash_every, 0.0),
+                      warmup=warmup)
     market = live.m
     log.info("exchange m2m-sim: %d instruments, %d agents; an episode about every %.0f s",
              len(names), len(market.registry), crash_every)

@@ -24,7 +24,7 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: float,
-           external: bool | None = None) -> int:
+           warmup: float = 90.0, external: bool | None = None) -> int:
     """Start broker (unless ``SURVEIL_BROKERS`` points elsewhere), worker, store writer, the
     reference exchange with its live market, and the dashboard; block until Ctrl-C/SIGTERM;
     stop everything."""
@@ -55,7 +55,8 @@ def run_up(settings: Settings, *, port: int, dashboard_port: int, crash_every: f
         "worker": _spawn(["worker", "--stage", "1"], env, logs / "worker.log"),
         "venue": _spawn(["worker", "--stage", "2"], env, logs / "venue.log"),
         "store": _spawn(["store"], env, logs / "store.log"),
-        "exchange": _spawn(["exchange", "--crash-every", str(crash_every)], env,
+        "exchange": _spawn(["exchange", "--crash-every", str(crash_every),
+                            "--warmup", str(warmup)], env,
                            logs / "exchange.log"),
         "dashboard": _spawn(["dashboard", "--port", str(dashboard_port)], env,
                             logs / "dashboard.log"),

@@ -79,7 +79,7 @@ def test_breakers_through_the_broker(broker: str, topic_prefix: str, tmp_path: P
     worker = start_worker(broker, topic_prefix, tmp_path / "w.log")
     try:
         wait_log(tmp_path / "w.log", "starting at offset")
-        paced(broker, topics.trades, trades, chunk_s=30.0, pause=0.4)  # the worker keeps up
+        paced(broker, topics.trades, trades, chunk_s=30.0, pause=0.2)  # the worker keeps up
 
         def done(records: list[tuple[str, Any]]) -> bool:
             got = {(h["instrument"], h["reason"]) for _, h in records if "seq" in h}

@@ -125,7 +125,8 @@ def test_up_runs_the_whole_system_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURVEIL_")}
     env["SURVEIL_DATA_DIR"] = str(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "surveil.cli", "up", "--port", str(port),
-                             "--dashboard-port", str(dash), "--crash-every", "40"], env=env,
+                             "--dashboard-port", str(dash), "--crash-every", "30",
+                             "--warmup", "30"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []
