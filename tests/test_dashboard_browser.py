@@ -9,7 +9,6 @@ Screenshots land in ``$TMPDIR/desk-screenshots``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,9 +25,6 @@ __all__: list[str] = []
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: Read at import: the autouse fixture in conftest.py hides SURVEIL_* variables from tests.
-REQUIRE_BROWSER = os.environ.get("SURVEIL_REQUIRE_BROWSER") == "1"
 SHOTS = Path(tempfile.gettempdir()) / "desk-screenshots"
 USERS = {"val": ("Val Viewer", "viewer", "pw-val"), "ana": ("Ana Analyst", "analyst", "pw-ana"),
          "sue": ("Sue Supervisor", "supervisor", "pw-sue")}
@@ -65,26 +61,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install Debian's chromium package)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"SURVEIL_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _non_trivial(png: Path) -> None:

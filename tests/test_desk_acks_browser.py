@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from kafka_helpers import surveil_env
-from test_dashboard_browser import CHROMIUM, REQUIRE_BROWSER, _login, _shot
+from test_dashboard_browser import _login, _shot
 
 from dashboard.auth import write_users
 from dashboard.serve import serve, wait_ready
@@ -86,25 +86,6 @@ def desk(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         stop.set()
         exchange.join(30)
         _stop(store)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install Debian's chromium package)"
-        if REQUIRE_BROWSER:
-            pytest.fail(f"SURVEIL_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_a_manual_halt_is_acknowledged_by_the_exchange_on_the_board(desk: str,
