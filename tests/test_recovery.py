@@ -140,6 +140,7 @@ def test_kill_9_then_restart_gives_exactly_the_backtest(broker: str, topic_prefi
     first = start_worker(broker, topic_prefix, log)
 
     def kill() -> None:
+        wait_log(log, "checkpointed at")  # a loaded machine may not have got this far yet
         time.sleep(0.6)  # judged up to about here, checkpointed up to a second before
         first.send_signal(signal.SIGKILL)
         first.wait()
