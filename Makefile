@@ -9,8 +9,12 @@ STAMP   = $(VENV)/.installed
 demo: $(STAMP)
 	$(VENV)/bin/surveil up
 
+# The suite runs on TEST_JOBS processes (pytest-xdist), a test module per process at a time:
+# each module has its own embedded broker. TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
+
 test: $(STAMP) browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 venv: $(STAMP)
 

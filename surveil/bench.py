@@ -138,6 +138,7 @@ def run_bench(*, n_trades: int = 1_000_000, batch: int = 500, instruments: int =
             producer.send(topics.trades, key=key, value=value)
         producer.flush()
         publish_s = time.perf_counter() - t0
+        producer.close()  # left open, it keeps calling the broker after the bench stops it
         echo(f"published {len(tape):,} trades in {len(messages):,} messages "
              f"({len(tape) / publish_s:,.0f} trades/s)")
 

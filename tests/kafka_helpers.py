@@ -28,7 +28,8 @@ def running_worker(broker: str, prefix: str, log: Path) -> Iterator[subprocess.P
     """A real ``surveil worker`` process; stopped (and checked to stop cleanly) afterwards."""
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "surveil.cli", "worker"],
-                                env=surveil_env(broker, prefix), stdout=out,
+                                env=surveil_env(broker, prefix,
+                                                SURVEIL_DATA_DIR=str(log.parent)), stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
             yield proc
