@@ -56,7 +56,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -147,11 +146,9 @@ class HaltSubscriber:
         required per ``require_signed_halts`` and heartbeats watched for ``heartbeat_timeout_s``
         (per ``heartbeats``: ``auto`` watches them when there are keys). Raises ``ValueError``
         when a named keys file is unreadable or signatures are required without keys."""
-        from streams.signing import PUBLIC_FILE, keys_dir
+        from streams.signing import public_keys
 
-        path = (Path(settings.halt_public_keys) if settings.halt_public_keys
-                else keys_dir(settings) / PUBLIC_FILE)
-        keys = KeyRing.load(path) if settings.halt_public_keys or path.exists() else None
+        keys, path = public_keys(settings)
         require = {"auto": None, "yes": True, "no": False}[settings.require_signed_halts]
         beats = settings.heartbeats == "on" or (settings.heartbeats == "auto" and keys)
         timeout = (settings.heartbeat_timeout_s or None) if beats else None

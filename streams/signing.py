@@ -210,6 +210,16 @@ class KeyRing:
         return entry.role
 
 
+def public_keys(settings: Any) -> tuple[KeyRing | None, Path]:
+    """The public keys a subscriber of ``settings`` trusts: ``halt_public_keys``, else
+    ``<keys folder>/public.json`` when it exists (``None``: no keys, nothing is verified), and
+    the path looked at. Raises ``ValueError`` when a named file is unreadable."""
+    path = (Path(settings.halt_public_keys) if settings.halt_public_keys
+            else keys_dir(settings) / PUBLIC_FILE)
+    keys = KeyRing.load(path) if settings.halt_public_keys or path.exists() else None
+    return keys, path
+
+
 # ---------------------------------------------------------------------- key files
 def keys_dir(settings: Any) -> Path:
     """The key folder of ``settings`` (``keys_dir`` or ``<data_dir>/keys``)."""

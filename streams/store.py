@@ -470,6 +470,21 @@ def _store_trades(writer: StoreWriter, tp: Any, messages: Iterable[Any]) -> None
                                     tp.partition, msg.offset)
 
 
+def _genuine(beats: list[Mapping[str, Any]], keys: Any, writer: StoreWriter,
+             topic: str) -> list[Mapping[str, Any]]:
+    """The heartbeats signed by a detector key of ``keys`` (all of them when there are no
+    keys). A forged or unsigned beat is counted (``forged_heartbeats``) and dropped: it must
+    not make a dead pipeline look alive on the desk, nor grow the store with made-up workers."""
+    if keys is None:
+        return beats
+    good = [b for b in beats if keys.verify(b) == "detector"]
+    if len(good) < len(beats):
+        writer.stats["forged_heartbeats"] += len(beats) - len(good)
+        writer.problems.warning(topic, "store: dropped %d heartbeat(s) that no detector key "
+                                "signed", len(beats) - len(good))
+    return good
+
+
 def run_store_writer(
     settings: Settings,
     *,
@@ -496,6 +511,9 @@ def run_store_writer(
         kind_of[topics.trades] = "trades"
     session_ms = int(settings.session_timeout_s * 1000)
     writer = StoreWriter(settings.store_dir)
+    from streams.signing import public_keys
+
+    keys, _ = public_keys(settings)  # with keys, only signed heartbeats say a worker is alive
     previous_sigterm = None
     if threading.current_thread() is threading.main_thread():  # `surveil up` stops us so
         previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -537,7 +555,7 @@ def run_store_writer(
                     if kind == "halts":  # the workers' liveness signal: a kind of its own
                         beats = [r for r in records if r.get("schema") == "heartbeat/1"]
                         if beats:
-                            writer.add("heartbeats", beats)
+                            writer.add("heartbeats", _genuine(beats, keys, writer, tp.topic))
                             records = [r for r in records if r.get("schema") != "heartbeat/1"]
                     writer.add(kind, records)
             if uncommitted and (time.monotonic() >= next_flush or writer.pending >= max_pending):

@@ -263,3 +263,29 @@ def test_worker_heartbeat_record_has_watermarks_per_venue(tmp_path: Path) -> Non
     assert KeyRing.load(tmp_path / "keys" / PUBLIC_FILE).verify(body) == "detector"
     assert msgspec.json.decode(beats.record({})[2])["seq"] > body["seq"]
     assert not Heartbeats(Settings(data_dir=tmp_path / "none")).enabled()
+
+
+def test_the_store_keeps_only_heartbeats_a_detector_key_signed(tmp_path: Path) -> None:
+    """With public keys, a forged, unsigned or regulator-signed heartbeat is dropped and
+    counted: it must not make a dead pipeline look alive on the desk."""
+    from streams.signing import ensure_keys, public_keys
+    from streams.store import StoreWriter, _genuine
+
+    settings = Settings(data_dir=tmp_path)
+    assert public_keys(settings)[0] is None  # no keys yet: every beat is kept
+    ensure_keys(tmp_path / "keys")
+    keys, path = public_keys(settings)
+    assert keys is not None
+    assert path == tmp_path / "keys" / PUBLIC_FILE
+    beat = msgspec.json.decode(Heartbeats(settings, worker_id="w1", clock=lambda: 10.0)
+                               .record({})[2])
+    assert keys.verify(beat) == "detector"
+    forged = {**beat, "worker": "w2"}  # the signature no longer matches
+    unsigned = {k: v for k, v in beat.items() if k not in ("kid", "sig")}
+    by_regulator = load_signer(tmp_path / "keys", "regulator").sign(  # type: ignore[union-attr]
+        {k: v for k, v in unsigned.items()})
+    writer = StoreWriter(tmp_path / "store")
+    kept = _genuine([beat, forged, unsigned, by_regulator], keys, writer, "halts")
+    assert kept == [beat]
+    assert writer.stats["forged_heartbeats"] == 3
+    assert _genuine([forged], None, writer, "halts") == [forged]
