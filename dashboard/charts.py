@@ -219,7 +219,10 @@ def structure_lines(df: pl.DataFrame, metrics: dict[str, str]) -> alt.Chart:
     long = df.unpivot(index=["window_start", "instrument"], on=list(metrics),
                       variable_name="metric").with_columns(
         pl.col("metric").replace(metrics))
-    chart: alt.Chart = alt.Chart(long).mark_line(point=True).encode(
+    # a dot per window helps a short span; over a day (thousands of windows) it only costs
+    # the browser time to draw
+    dots = df.height <= 1_000
+    chart: alt.Chart = alt.Chart(long).mark_line(point=dots).encode(
         x=alt.X("window_start:T", title="Window (UTC)", axis=alt.Axis(format=_TIME)),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("instrument:N", title="Instrument"),

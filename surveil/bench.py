@@ -256,9 +256,12 @@ def _latency(settings: Settings, feed: Feed, insts: tuple[Instrument, ...], seco
     producer.close()
     trigger: dict[str, str] = {}
     trips: list[dict[str, Any]] = []
-    quiet_until = time.monotonic() + 10
-    while time.monotonic() < quiet_until:
+    # drain: 10 s, longer while records still come or none has come yet (a loaded machine
+    # lags), 60 s at most
+    quiet_until, give_up = time.monotonic() + 10, time.monotonic() + 60
+    while time.monotonic() < give_up and (time.monotonic() < quiet_until or not trips):
         for topic, value in halts_c.poll(0.5):
+            quiet_until = max(quiet_until, time.monotonic() + 5)
             rec = msgspec.json.decode(value)
             if topic == topics.alerts:
                 trigger[rec["alert_id"]] = rec["evidence"].get("trigger_trade_id", "")
