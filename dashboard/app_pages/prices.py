@@ -19,7 +19,7 @@ if st.session_state.get("instrument") not in instruments:  # first visit: start 
     st.session_state["instrument"] = ui.instrument_of_interest(instruments)
 pick, span, scale = st.columns([3, 1, 1])
 instrument = pick.selectbox("Instrument", instruments, key="instrument")
-window = span.selectbox("Window", list(WINDOWS), index=2, key="window")
+window = span.selectbox("Window", list(WINDOWS), index=1, key="window")
 scale_pick = scale.selectbox("Scale", ["auto", "linear", "log"], key="scale",
                              help="auto: log when the price spans more than 3×")
 
