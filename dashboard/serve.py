@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["APP", "serve", "wait_ready"]
+__all__ = ["APP", "serve", "stop", "wait_ready"]
 
 #: The Streamlit entry point.
 APP = Path(__file__).with_name("app.py")
@@ -80,3 +80,14 @@ def wait_ready(
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"dashboard on {url} not ready after {timeout:.0f} s (last: {last})")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a process started by :func:`serve` (or any child): SIGTERM, then SIGKILL after
+    ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

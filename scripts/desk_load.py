@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboard.auth import write_users  # noqa: E402
-from dashboard.serve import serve, wait_ready  # noqa: E402
+from dashboard.serve import serve, stop, wait_ready  # noqa: E402
 from streams.broker import free_port  # noqa: E402
 from streams.store import StoreWriter  # noqa: E402
 
@@ -181,12 +180,7 @@ def main() -> int:
         wait_ready(port, 90, proc=proc)
         rounds = measure(f"http://127.0.0.1:{port}", args.rounds)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     print(f"\nseconds per page ({args.alerts:,} alerts, {args.instruments} instruments × "
           f"{args.seconds:,} s of bars; click → main content visible)")
     print(f"{'page':<20}" + "".join(f"{'round ' + str(i + 1):>10}" for i in range(len(rounds))))

@@ -9,7 +9,6 @@ Screenshots land in ``$TMPDIR/desk-screenshots``.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from dashboard.auth import write_users
-from dashboard.serve import serve, wait_ready
+from dashboard.serve import serve, stop, wait_ready
 from streams.broker import free_port
 
 __all__: list[str] = []
@@ -55,12 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_ready(port, 90, proc=proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _non_trivial(png: Path) -> None:

@@ -19,6 +19,7 @@ from test_dashboard_browser import _login, _shot
 
 from dashboard.auth import write_users
 from dashboard.serve import serve, wait_ready
+from dashboard.serve import stop as _stop
 from streams.broker import free_port
 from streams.settings import Settings
 from streams.signing import ensure_keys, keys_dir
@@ -31,15 +32,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
 USERS = {"sue": ("Sue Supervisor", "supervisor", "pw-sue")}
 GPU, VENUE = "GPU-H100-1H", "m2m-sim"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")

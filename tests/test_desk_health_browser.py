@@ -24,6 +24,7 @@ from test_dashboard_browser import USERS, _login, _shot
 from dashboard.auth import write_users
 from dashboard.market import STALE_S
 from dashboard.serve import serve, wait_ready
+from dashboard.serve import stop as _stop
 from streams.broker import free_port
 from streams.settings import Settings
 from streams.signing import ensure_keys, keys_dir
@@ -37,15 +38,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 #: strip's refresh (2 s) and query cache (``dashboard.ui.TTL_S``, 2 s), and some slack for the
 #: worker's shutdown and a loaded machine.
 BOUND_S = STALE_S["heartbeat"] + 2.0 + 2.0 + 6.0
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _tail(*logs: Path) -> None:
