@@ -45,6 +45,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import msgspec
 
 from streams.contracts import Halt, HaltAck, iso
+from streams.throttle import ThrottledLog
 
 __all__ = ["AckCounters", "HaltAcks", "KafkaAckSink", "MemoryAckSink"]
 
@@ -148,8 +149,7 @@ class HaltAcks:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
-        self._next_report = 0.0
-        self._unreported = 0
+        self._problems = ThrottledLog(log)
 
     @classmethod
     def from_settings(cls, settings: Any, *, exchange: str,
@@ -243,11 +243,5 @@ class HaltAcks:
         self._report("halt acks: an acknowledgement was not written (%s)", exc)
 
     def _report(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now < self._next_report:
-            self._unreported += 1
-            return
-        self._next_report = now + 60.0
-        quiet, self._unreported = self._unreported, 0
-        log.warning(msg + (f" (and {quiet} more problems since the last report)" if quiet
-                           else ""), *args)
+        """One throttled stream of warnings for every problem of the acknowledgements."""
+        self._problems.warning("acks", msg, *args)

@@ -67,7 +67,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streams.contracts import Trade, decode_message
+from streams.contracts import Trade, decode_message, validate_row
 from streams.settings import Settings
 from streams.store_layout import (
     KEYS,
@@ -82,6 +82,7 @@ from streams.store_layout import (
     row_key,
     to_row,
 )
+from streams.throttle import ThrottledLog
 
 __all__ = ["StoreWriter", "run_store_writer"]
 
@@ -96,25 +97,6 @@ DEFAULT_HORIZON_S: Final[Mapping[Kind, float]] = {"alerts": 86_400.0, "halts": 8
 #: Kinds stored without a key memory (deduplicated by the readers).
 UNKEYED: Final[frozenset[Kind]] = frozenset({"trades"})
 _TRADE_COLUMNS: Final = tuple(SCHEMAS["trades"].names)
-
-
-class _Throttled:
-    """Log the first problem of each sort at once, then at most a summary a minute."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        self.every_s = every_s
-        self._next: dict[str, float] = {}
-        self._quiet: Counter[str] = Counter()
-
-    def warning(self, sort: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now < self._next.get(sort, 0.0):
-            self._quiet[sort] += 1
-            return
-        self._next[sort] = now + self.every_s
-        quiet = self._quiet.pop(sort, 0)
-        log.warning(msg + (f" (and {quiet} more like it since the last report)" if quiet
-                           else ""), *args)
 
 
 class StoreWriter:
@@ -155,7 +137,7 @@ class StoreWriter:
         self._prune_at: dict[Kind, int] = dict.fromkeys(KINDS, 10_000)
         #: Trades buffered as columns (``ts`` in epoch microseconds).
         self._trades: dict[str, list[Any]] = {c: [] for c in _TRADE_COLUMNS}
-        self.problems = _Throttled()
+        self.problems = ThrottledLog(log)
         #: Parts merged away, deleted after a grace period (a reader may have just listed them).
         self._doomed: list[tuple[float, Path]] = []
         self._closed = False
@@ -225,36 +207,24 @@ class StoreWriter:
 
         No key memory: a re-delivered trade is stored again and dropped by the readers.
         """
+        batch = list(trades)
         cols = self._trades
-        n = 0
-        for t in trades:
-            cols["ts"].append(round(float(t.ts) * 1e6))
-            cols["venue"].append(t.venue)
-            cols["instrument"].append(t.instrument)
-            cols["trade_id"].append(t.trade_id)
-            cols["price"].append(t.price)
-            cols["qty"].append(t.qty)
-            cols["buyer"].append(t.buyer)
-            cols["seller"].append(t.seller)
-            n += 1
-        self.stats["trades"] += n
-        return n
+        cols["ts"] += [round(float(t.ts) * 1e6) for t in batch]
+        for c in _TRADE_COLUMNS[1:]:
+            cols[c] += [getattr(t, c) for t in batch]
+        self.stats["trades"] += len(batch)
+        return len(batch)
 
     def _add_unkeyed(self, kind: Kind, records: Iterable[Mapping[str, Any]]) -> int:
-        rows = []
+        trades = []
         for record in records:
             try:
-                rows.append(to_row(kind, record))
+                trades.append(validate_row(dict(record)))
             except (msgspec.ValidationError, ValueError, TypeError, OverflowError) as exc:
                 self.stats["malformed"] += 1
                 self.problems.warning(kind, "store: skipping malformed %s record (%s): %.200r",
                                       kind, exc, record)
-        cols = self._trades
-        for row in rows:
-            for c in _TRADE_COLUMNS:
-                cols[c].append(epoch_us(row[c]) if c == "ts" else row[c])
-        self.stats["trades"] += len(rows)
-        return len(rows)
+        return self.add_trades(trades)
 
     @property
     def pending(self) -> int:
