@@ -174,7 +174,10 @@ class Surveillance:
         cfg = self.engine
         out = EngineOutput()
         for p, state in sorted(self.partitions.items()):
-            if not state.clocks:  # tell stage 2 this partition exists and holds nothing yet
+            # tell stage 2 this partition exists and holds nothing yet -- only once it is known
+            # to be read to the end: a partition whose first records are still to come would
+            # otherwise let the venue watermark pass them (their rows would arrive late)
+            if not state.clocks and p not in backlogged:
                 out.watermarks.append(Watermark("*", p, 0.0))
         venues = sorted({v for s in self.partitions.values() for v in s.clocks})
         for venue in venues:

@@ -274,6 +274,26 @@ class VenueStage:
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
 
+    def report(self) -> dict[str, int]:
+        """Every non-zero counter of this stage: its own (``malformed``, refused venues,
+        detector errors), the window merger's and price board's (``windows.late``,
+        ``prices.late``: input that came after its window or bucket had closed, ``refused``,
+        ``shed``, ``duplicates``) and the detectors' (``anomaly.unscored``), over venues."""
+        out = dict(self.counts)
+
+        def add(name: str, n: int) -> None:
+            if n:
+                out[name] = out.get(name, 0) + int(n)
+
+        for name in sorted(self.venues):
+            for k, n in self.venues[name].stats.items():
+                add(f"windows.{k}", n)
+            for k, n in self.boards[name].stats.items():
+                add(f"prices.{k}", n)
+            for det in (*self.detectors.get(name, []), *self.cross.get(name, [])):
+                add(f"{det.name}.unscored", getattr(det, "unscored", 0))
+        return out
+
 
 class VenueWorker:
     """Runs :class:`VenueStage` on ``flows`` (one checkpointed state per ``flows`` partition)."""
@@ -321,6 +341,7 @@ class VenueWorker:
                                         auto_offset_reset="earliest", enable_auto_commit=False,
                                         fetch_max_wait_ms=100)
             await registry.start()
+            last_log = time.monotonic()
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)
                 agents = await registry.getmany(timeout_ms=0, max_records=1000)
@@ -332,14 +353,24 @@ class VenueWorker:
                     for tp in sorted(batch, key=lambda t: t.partition):
                         await self._handle(tp.partition, batch[tp])
                     await self._checkpoint_due()
+                if time.monotonic() - last_log >= 10:
+                    last_log = time.monotonic()
+                    self._log_counters("venue stage")
         finally:
             async with self.lock:
                 for p in sorted(self.stages):
                     await self._checkpoint(p)
+            self._log_counters("venue stage stopped")
             if registry is not None:
                 await registry.stop()
             await consumer.stop()
             await producer.stop()
+
+    def _log_counters(self, what: str) -> None:
+        """Metrics, alerts and each flows partition's counters (late input shows here)."""
+        parts = {p: st.report() for p, st in sorted(self.stages.items())}
+        log.info("%s: metrics=%d alerts=%d counters=%s", what, self.metrics, self.alerts,
+                 {p: c for p, c in parts.items() if c})
 
     async def _handle(self, p: int, records: Sequence[Any]) -> None:
         stage = self.stages.get(p)

@@ -276,7 +276,8 @@ class Worker:
 
     async def _backlogged(self) -> set[int]:
         """Partitions with records not yet consumed: silent to the engine, but not idle (an
-        idle partition's watermark follows the others, which would make its backlog late)."""
+        idle partition's watermark follows the others, which would make its backlog late).
+        A partition not fetched yet (end unknown) counts as backlogged."""
         from aiokafka import TopicPartition
 
         out: set[int] = set()
@@ -289,7 +290,7 @@ class Worker:
                 position = await self.consumer.position(tp) if high is not None else None
             except Exception:  # noqa: BLE001 - not assigned (any more): not backlogged here
                 continue
-            if high is not None and position is not None and position < high:
+            if high is None or (position is not None and position < high):
                 out.add(p)
         return out
 

@@ -167,6 +167,17 @@ def test_a_silent_partition_with_a_backlog_is_not_idle() -> None:
     assert [(h.instrument, h.reason) for h in eng.tick().halts] == [("A", "RESUME")]
 
 
+def test_an_empty_partition_says_so_only_once_read_to_the_end() -> None:
+    """A partition with no trades yet tells stage 2 it holds nothing ("*") only when it has
+    no unread records (not fetched yet counts as unread): otherwise the venue watermark could
+    pass the rows its first trades will produce, and stage 2 would drop them as late."""
+    eng = Surveillance(engine=EngineConfig(idle_timeout_s=5.0), wall_clock=wall_clock)
+    eng.process(walk("A", start=T0, seconds=60), partition=0)
+    eng.state(1)  # assigned, nothing read yet
+    assert [(w.venue, w.partition) for w in eng.tick(backlogged={1}).watermarks] == []
+    assert [(w.venue, w.partition) for w in eng.tick().watermarks] == [("*", 1)]
+
+
 @pytest.mark.parametrize("batch", [1, 7, 333, None])
 def test_results_do_not_depend_on_batching(batch: int | None) -> None:
     tape = crash_market(seed=2)

@@ -50,11 +50,5 @@ def test_two_workers_on_four_partitions_give_the_backtests_stage2_alerts(
     finally:
         stop(a)
         stop(b)
-    # Open bug: the cross-market detectors' learned links can differ live (timing of price
-    # buckets), so a worker may raise a contagion alert the backtest does not; every other
-    # alert must be exactly the backtest's, and every backtest alert must be there live.
-    cross = {"contagion"}
-    assert {a for a in got_alerts if a[1] not in cross} == {
-        a for a in want_alerts if a[1] not in cross}
-    assert {a for a in want_alerts if a[1] in cross} <= got_alerts
+    assert got_alerts == want_alerts
     assert got_halts == want_halts

@@ -61,6 +61,22 @@ def test_nothing_closes_before_every_partition_has_reported() -> None:
     assert metrics([*only_p0, idle], 2)
 
 
+def test_input_after_its_window_closed_is_counted_in_the_report() -> None:
+    """Late rows change nothing but show in the stage's counters (the worker logs them)."""
+    records = flows(2)
+    marks = [r for r in records if b"watermark/1" in r]
+    late = [r for r in records if b"watermark/1" not in r
+            and msgspec.json.decode(r)["partition"] == 1]
+    stage = VenueStage(partitions_total=2)
+    for r in [*(r for r in records if r not in late), *marks]:
+        stage.handle(r)
+    assert "prices.late" not in stage.report() and "windows.late" not in stage.report()
+    for r in late:
+        stage.handle(r)
+    report = stage.report()
+    assert report["prices.late"] > 0 and report["windows.late"] > 0
+
+
 def test_malformed_flows_records_are_counted_not_fatal() -> None:
     stage = VenueStage()
     for value in (None, b"", b"{", b"[1]", b'{"schema": "flows/1"}',
