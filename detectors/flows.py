@@ -158,8 +158,13 @@ class _Tick:
         self.volume = self.notional = 0.0
 
     def add(self, ts: list[float], px: list[float], qty: list[float]) -> None:
-        i = min(range(len(ts)), key=ts.__getitem__)  # first minimum
-        j = max(range(len(ts)), key=lambda k: (ts[k], k))  # last maximum
+        n = len(ts)
+        if n > 16:
+            a = np.asarray(ts, dtype=np.float64)
+            i, j = int(np.argmin(a)), n - 1 - int(np.argmax(a[::-1]))
+        else:
+            i = min(range(n), key=ts.__getitem__)  # first minimum
+            j = max(range(n), key=lambda k: (ts[k], k))  # last maximum
         if ts[i] < self.first_ts:
             self.first_ts, self.first = ts[i], px[i]
         if ts[j] >= self.last_ts:
@@ -283,6 +288,8 @@ class FlowWindows:
         groups: dict[float, tuple[list[float], list[float], list[float]]]
         if lo == hi:  # the common case: one bucket
             groups = {float(lo * w): (ts, px, qty)}
+        elif (cut := _runs(ts, w)) is not None:  # in bucket order (the usual case)
+            groups = {start: (ts[a:b], px[a:b], qty[a:b]) for a, b, start in cut}
         else:
             groups = {}
             for t, p, q in zip(ts, px, qty, strict=True):
@@ -397,6 +404,17 @@ class FlowWindows:
             last_price=win.last[1],
             vwap=win.notional / win.volume if win.volume > 0 else win.last[1],
             pairs=pf, agents=aa, truncated_pairs=win.cut_pairs, truncated_agents=win.cut_agents)
+
+
+def _runs(ts: list[float], w: float) -> list[tuple[int, int, float]] | None:
+    """``(i, j, start)`` of each run of trades in one bucket of ``w`` seconds, when the
+    buckets never go back (``None`` otherwise); ``start`` as ``math.floor(t / w) * w``."""
+    idx = np.floor(np.asarray(ts, dtype=np.float64) / w)
+    step = idx[1:] != idx[:-1]
+    if (idx[1:][step] < idx[:-1][step]).any():
+        return None
+    bounds = [0, *(np.flatnonzero(step) + 1).tolist(), len(ts)]
+    return [(a, b, float(idx[a]) * w) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _columns(cols: TradeColumns) -> list[list[Any]]:

@@ -183,81 +183,89 @@ class PartitionState:
         for key, run in runs:
             a = b
             b += sum(1 for _ in run)
-            if b - a >= _BULK:
-                vc = clocks.get(key[0])
-                slot = slots.get(key)
-                if vc is not None and slot is not None and slot.n >= quorum:
-                    vc.wall = wall
-                    last_venue, last_key = key[0], key
-                    top = self._bulk(trades[a:b], key, slot, vc, groups, wall_limit)
-                    g = groups.get(key)
-                    if top is not None:
-                        newest = max(newest, top)
-                        continue
-            for i in range(a, b):
-                tr = trades[i]
-                ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
-                venue = tr.venue
-                if venue != last_venue or vc is None:
-                    vc = clocks.get(venue)
-                    if vc is None:
-                        if len(clocks) >= cfg.max_venues:
-                            self._reject(rejected, "capacity", f"more than {cfg.max_venues} venues "
-                                         f"in partition {self.partition}", tr, sources, i)
-                            continue
-                        vc = clocks[venue] = VenueClock(wall=wall)
-                    vc.wall = wall
-                    last_venue, last_key = venue, None
-                key = (venue, tr.instrument)
-                if key != last_key:
+            lo = a
+            while lo < b:
+                hi = b
+                if b - lo >= _BULK:
+                    vc = clocks.get(key[0])
                     slot = slots.get(key)
-                    g = groups.get(key)
-                    last_key = key
-                own = slot.clock if slot is not None else -INF
-                ref = vc.clock if vc.clock > own else own
-                if ts > wall_limit or (ref > -INF and ts > ref + max_future):
-                    ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
-                    self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
-                                 f"{max_future if ts <= wall_limit else cfg.wall_future_s:g} s "
-                                 f"ahead of {ahead}", tr, sources, i)
-                    continue
-                if ts < own - lateness:
-                    self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s behind the "
-                                 f"instrument's clock (allowed lateness {lateness:g} s)", tr,
-                                 sources, i)
-                    continue
-                ident = (venue, tr.trade_id)
-                if ident in stamps:
-                    duplicates += 1
-                    continue
-                if slot is None:
-                    slot = self._admit(key, groups, tr.asset_class, ts)
-                    if slot is None:
-                        self._reject(rejected, "capacity", f"{cfg.max_instruments} instruments in "
-                                     f"partition {self.partition} are all warm and active",
-                                     tr, sources, i)
-                        last_key = None
+                    n = slot.n if slot is not None else 0
+                    if vc is not None and slot is not None and n >= quorum:
+                        vc.wall = wall
+                        last_venue, last_key = key[0], key
+                        top = self._bulk(trades[lo:b], key, slot, vc, groups, wall_limit)
+                        g = groups.get(key)
+                        if top is not None:
+                            newest = max(newest, top)
+                            break
+                    elif lo == a:  # one by one until warm (a new instrument), then at once
+                        hi = min(b, lo + quorum - n)
+                for i in range(lo, hi):
+                    tr = trades[i]
+                    ts: float = tr.ts  # type: ignore[assignment]  # always float once decoded
+                    venue = tr.venue
+                    if venue != last_venue or vc is None:
+                        vc = clocks.get(venue)
+                        if vc is None:
+                            if len(clocks) >= cfg.max_venues:
+                                self._reject(rejected, "capacity", f"more than {cfg.max_venues} "
+                                             f"venues in partition {self.partition}", tr,
+                                             sources, i)
+                                continue
+                            vc = clocks[venue] = VenueClock(wall=wall)
+                        vc.wall = wall
+                        last_venue, last_key = venue, None
+                    key = (venue, tr.instrument)
+                    if key != last_key:
+                        slot = slots.get(key)
+                        g = groups.get(key)
+                        last_key = key
+                    own = slot.clock if slot is not None else -INF
+                    ref = vc.clock if vc.clock > own else own
+                    if ts > wall_limit or (ref > -INF and ts > ref + max_future):
+                        ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
+                        bound = max_future if ts <= wall_limit else cfg.wall_future_s
+                        self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
+                                     f"{bound:g} s ahead of {ahead}", tr, sources, i)
                         continue
-                stamps[ident] = ts
-                order.append(ident)
-                if ts > newest:
-                    newest = ts
-                slot.n += 1
-                if ts > slot.clock:
-                    slot.clock = ts
-                if slot.n >= quorum:
-                    if slot.n == quorum:
-                        self.newcomers.pop(key, None)
-                    if ts > vc.clock:
-                        vc.clock = ts
-                if g is None:
-                    g = groups[key] = [[], [], [], [], [], []]
-                g[0].append(ts)
-                g[1].append(tr.trade_id)
-                g[2].append(tr.price)
-                g[3].append(tr.qty)
-                g[4].append(tr.buyer)
-                g[5].append(tr.seller)
+                    if ts < own - lateness:
+                        self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s "
+                                     f"behind the instrument's clock (allowed lateness "
+                                     f"{lateness:g} s)", tr, sources, i)
+                        continue
+                    ident = (venue, tr.trade_id)
+                    if ident in stamps:
+                        duplicates += 1
+                        continue
+                    if slot is None:
+                        slot = self._admit(key, groups, tr.asset_class, ts)
+                        if slot is None:
+                            self._reject(rejected, "capacity", f"{cfg.max_instruments} "
+                                         f"instruments in partition {self.partition} are all "
+                                         f"warm and active", tr, sources, i)
+                            last_key = None
+                            continue
+                    stamps[ident] = ts
+                    order.append(ident)
+                    if ts > newest:
+                        newest = ts
+                    slot.n += 1
+                    if ts > slot.clock:
+                        slot.clock = ts
+                    if slot.n >= quorum:
+                        if slot.n == quorum:
+                            self.newcomers.pop(key, None)
+                        if ts > vc.clock:
+                            vc.clock = ts
+                    if g is None:
+                        g = groups[key] = [[], [], [], [], [], []]
+                    g[0].append(ts)
+                    g[1].append(tr.trade_id)
+                    g[2].append(tr.price)
+                    g[3].append(tr.qty)
+                    g[4].append(tr.buyer)
+                    g[5].append(tr.seller)
+                lo = hi
         seen.settle(newest)
         self._count("duplicates", duplicates)
         if self._refused > DLQ_CAPACITY_PER_BATCH:
@@ -284,9 +292,11 @@ class PartitionState:
         if top > wall_limit or top > ref + cfg.max_future_s:
             return None
         lateness = cfg.allowed_lateness_s
-        floor = [own - lateness for own in accumulate(ts[:-1], max, initial=slot.clock)]
-        if not all(map(ge, ts, floor)):
-            return None
+        # none is late when even the earliest is within the lateness of the newest clock
+        if not min(ts) >= (top if top > slot.clock else slot.clock) - lateness:
+            floor = [own - lateness for own in accumulate(ts[:-1], max, initial=slot.clock)]
+            if not all(map(ge, ts, floor)):
+                return None
         ids = [t.trade_id for t in run]
         idents = [(key[0], tid) for tid in ids]
         stamps = self.seen.stamps
