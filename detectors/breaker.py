@@ -20,11 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BreakerConfig", "CircuitBreaker", "Transition"]
+__all__ = ["BreakerConfig", "CircuitBreaker", "Transition", "next_seq"]
 
 TRADING, PAUSED, HALTED = "TRADING", "PAUSED", "HALTED"
 #: No band (shared, so an idle breaker costs no tuple of its own).
 _NO_BAND: tuple[float | None, float | None] = (None, None)
+
+
+def next_seq(ts: float, last: int) -> int:
+    """A halt key's next ``seq``: its event time in microseconds, bumped to stay strictly
+    increasing after ``last`` (stage 1's breakers and stage 2's decisions alike)."""
+    return max(round(ts * 1e6), last + 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +87,7 @@ class CircuitBreaker:
         return self.state == TRADING
 
     def _seq(self, ts: float) -> int:
-        self.last_seq = max(round(ts * 1e6), self.last_seq + 1)
+        self.last_seq = next_seq(ts, self.last_seq)
         return self.last_seq
 
     def enter_limit(self, ts: float, side: int) -> None:

@@ -19,7 +19,7 @@ check are counted and skipped.
 The checkpoint topic has as many partitions as ``trades`` (input partition ``p`` writes to
 ``p % n``); records are keyed by ``group|topic|partition``. On real Kafka make it compacted with a
 retention of a few hours; the embedded broker keeps everything in memory, so checkpoints are
-written every ``checkpoint_interval_s`` (default 5 s) and only when the state moved.
+written every ``checkpoint_interval_s`` (default 10 s) and only when the state moved.
 
 >>> codec = Codec(b"k" * 32)
 >>> header, payload = codec.decode(codec.encode({"kind": "part", "n": 1}, b"xyz"))

@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from detectors.base import Finding
+from detectors.breaker import next_seq
 from detectors.flows import PriceBatch, WindowSummary
 from detectors.prices import PriceBoard
 from detectors.stage2 import make_detectors
@@ -209,7 +210,7 @@ class VenueStage:
         """A decision as ``halt/1``: ``seq`` is its event time in microseconds, bumped to stay
         strictly increasing per (venue, instrument) key, as stage 1 does."""
         key = (venue, d.instrument)
-        seq = max(round(d.ts * 1e6), self.halt_seq.get(key, -1) + 1)
+        seq = next_seq(d.ts, self.halt_seq.get(key, -1))
         self.halt_seq.pop(key, None)
         self.halt_seq[key] = seq
         reason = d.reason
