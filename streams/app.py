@@ -42,7 +42,7 @@ def run_worker(settings: Settings, *, engine: Surveillance | None = None,
     (settings.data_dir).mkdir(parents=True, exist_ok=True)
 
     async def main() -> int:
-        from streams.venue import VenueWorker
+        from streams.venue_worker import VenueWorker
 
         worker = Worker(settings, engine=engine, sink=sink)
         venue = VenueWorker(settings)
