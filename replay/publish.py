@@ -6,16 +6,21 @@ synthetic feed of ``surveil up`` and by the benchmark.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 
 from kafka import KafkaProducer
 
 from streams.contracts import Trade, encode
 
-__all__ = ["BatchPublisher", "pace", "pace_stream", "to_messages"]
+__all__ = ["MAX_SPAN_S", "BatchPublisher", "pace", "pace_stream", "to_messages"]
+
+#: Event seconds one chunk spans at most when publishing as fast as possible (under the
+#: engine's default ``out_of_order_s`` of 2 s).
+MAX_SPAN_S = 1.0
 
 
 def to_messages(trades: Sequence[Trade], *, max_batch: int = 500) -> list[tuple[bytes, bytes]]:
@@ -53,6 +58,10 @@ def pace_stream(trades: Iterable[Trade], speed: float | None, *, chunk_s: float 
 
     The event clock starts at the first trade; a chunk ends when the next trade is more than
     ``chunk_s × speed`` event seconds past the chunk's start or holds ``max_batch`` trades.
+    As fast as possible (``speed=None``) a chunk spans at most :data:`MAX_SPAN_S` of event
+    time: its messages group trades per instrument, so a thin tape's chunk of ``max_batch``
+    trades could otherwise put one instrument minutes ahead of another in a shared partition,
+    more disorder than the engine tolerates (``out_of_order_s``).
 
     >>> t = (Trade(ts=float(i), trade_id=str(i), instrument="A", price=1.0, qty=1.0, buyer="a",
     ...            seller="b") for i in range(5))
@@ -60,9 +69,19 @@ def pace_stream(trades: Iterable[Trade], speed: float | None, *, chunk_s: float 
     [2, 2, 1]
     """
     it = iter(trades)
-    if speed is None:
-        while batch := list(islice(it, max_batch)):
-            yield batch
+    if speed is None:  # as fast as possible: parts of max_batch trades and MAX_SPAN_S at most
+        part: list[Trade] = []
+        horizon = -math.inf
+        for t in it:
+            ts = float(t.ts)
+            if part and (ts > horizon or len(part) >= max_batch):
+                yield part
+                part = []
+            if not part:
+                horizon = ts + MAX_SPAN_S
+            part.append(t)
+        if part:
+            yield part
         return
     first = next(it, None)
     if first is None:

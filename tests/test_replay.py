@@ -10,7 +10,7 @@ import pytest
 from kafka_helpers import read_topics, run_surveil
 
 from replay.backtest import event_order
-from replay.publish import pace, pace_stream, to_messages
+from replay.publish import MAX_SPAN_S, pace, pace_stream, to_messages
 from replay.reorder import OrderedTape
 from replay.synthetic import FeedSpec, generate
 from replay.tape import write_tape
@@ -34,7 +34,12 @@ def test_pace_keeps_order_and_count_and_batches() -> None:
     trades = event_order(shuffled_tape())
     chunks = list(pace(trades, None, max_batch=300))
     assert [t.trade_id for c in chunks for t in c] == [t.trade_id for t in trades]
-    assert max(len(c) for c in chunks) == 300
+    assert max(len(c) for c in chunks) <= 300
+    # as fast as possible, a chunk still spans at most MAX_SPAN_S of event time
+    assert max(float(c[-1].ts) - float(c[0].ts) for c in chunks) <= MAX_SPAN_S  # type: ignore[arg-type]
+    assert len(list(pace(trades[:2000], None, max_batch=10_000))) > 1
+    dense = [msgspec.structs.replace(t, ts=T0) for t in trades[:1000]]
+    assert max(len(c) for c in pace(dense, None, max_batch=300)) == 300
     messages = to_messages(trades[:1000], max_batch=100)
     per_key: dict[bytes, list[str]] = {}
     for key, value in messages:
