@@ -39,8 +39,9 @@ Bounds (nothing grows with the number of distinct agents ever seen):
   ``max_open_entries`` entries in all, counting one per summary, pair and agent. Beyond that a
   summary's pairs and agents are shed (``stats["shed"]``) and a new bucket is refused
   (``stats["refused"]``). Only this overload case makes the results depend on arrival order,
-  and such metrics are flagged ``truncated``. Registry facts are capped at ``max_registry``,
-  oldest first.
+  and such metrics are flagged ``truncated``. Registry facts live in an
+  :class:`~detectors.registry.AgentBook` (capped at ``max_registry`` entries, least recently
+  updated first), which stage 2 shares between its venues.
 
 Examples
 --------
@@ -71,6 +72,7 @@ import msgspec
 import numpy as np
 
 from detectors.flows import AgentActivity, PairFlow, WindowSummary
+from detectors.registry import AgentBook
 from detectors.venue_base import AgentFacts, WindowView
 
 __all__ = ["MarketStructure", "StructureMetrics", "structure_summary"]
@@ -171,7 +173,8 @@ class MarketStructure:
     def __init__(self, venue: str, *, window_s: float = 60.0, new_entrant_s: float = 86_400.0,
                  max_agents: int = 200_000, max_open_windows: int = 4096,
                  max_open_entries: int = 500_000, max_registry: int = 200_000,
-                 bloom_bits: int = 1 << 23, seed: int = 0) -> None:
+                 bloom_bits: int = 1 << 23, seed: int = 0,
+                 registry: AgentBook | None = None) -> None:
         self.venue, self.window_s, self.new_entrant_s = venue, window_s, new_entrant_s
         self.max_agents, self.max_open_windows = max_agents, max_open_windows
         self.max_open_entries, self.max_registry = max_open_entries, max_registry
@@ -186,7 +189,7 @@ class MarketStructure:
         #: the same for agents seen in several buckets, least recently seen first
         self._multi: OrderedDict[str, float] = OrderedDict()
         self._seen = _Bloom(bloom_bits, seed)
-        self._registry: OrderedDict[str, AgentFacts] = OrderedDict()
+        self.registry = registry if registry is not None else AgentBook(max_registry)
 
     def add(self, summary: WindowSummary) -> bool:
         """Merge a stage 1 summary; False if it is a duplicate, late or refused."""
@@ -223,20 +226,15 @@ class MarketStructure:
     def observe_agent(self, agent_id: str, *, owner: str | None = None,
                       funded_by: str | None = None, created_ts: float | None = None,
                       kind: str | None = None) -> None:
-        """Record registry facts (optional); later facts fill in, never erase, earlier ones."""
-        old = self._registry.pop(agent_id, None)
-        if old is not None:
-            owner, funded_by = owner or old.owner, funded_by or old.funded_by
-            created_ts = old.created_ts if created_ts is None else created_ts
-            kind = kind or old.kind
-        self._registry[agent_id] = AgentFacts(owner, funded_by, created_ts, kind)
-        while len(self._registry) > self.max_registry:
-            self._registry.popitem(last=False)
+        """Record registry facts of this venue (optional); later facts fill in, never erase,
+        earlier ones."""
+        self.registry.observe(self.venue, agent_id,
+                              AgentFacts(owner, funded_by, created_ts, kind))
 
     # the VenueContext of the stage-2 detectors (detectors.venue_base)
     def facts(self, agent: str) -> AgentFacts | None:
-        """Registry facts of ``agent`` (``None``: not in the registry)."""
-        return self._registry.get(agent)
+        """Registry facts of ``agent`` on this venue (``None``: not in the registry)."""
+        return self.registry.facts(self.venue, agent)
 
     def first_seen(self, agent: str) -> float | None:
         """When ``agent`` first traded (``-inf``: before its time was forgotten; ``None``:
@@ -314,7 +312,7 @@ class MarketStructure:
         new: list[str] = []
         unknown: list[str] = []
         for a in vol:
-            facts = self._registry.get(a)
+            facts = self.registry.facts(self.venue, a)
             created = facts.created_ts if facts is not None else None
             seen = self._once.get(a, self._multi.get(a))
             if created is not None:

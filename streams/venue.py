@@ -10,7 +10,9 @@ reported for the venue — passes its end. So its results depend neither on how 
 Its first job is market structure (:mod:`detectors.structure`): trader concentration (HHI, top-5
 share), new entrants' share of volume, counterparty concentration per instrument and window, on
 the ``structure`` topic for the store. The registry (``agents``, keyed by agent_id) is read when
-present: creation times make "new entrant" exact. The agent-level detectors plug in here.
+present: creation times make "new entrant" exact, owners and funders feed the agent-level
+detectors. Its facts are kept in one bounded :class:`~detectors.registry.AgentBook` that every
+venue reads (an entry without a venue holds for all of them, those first seen later included).
 
 :class:`VenueStage` is pure (no Kafka); :class:`~streams.venue_worker.VenueWorker` runs it as a
 consumer-group member of ``flows`` and ``agents`` with checkpoints, like stage 1
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +36,13 @@ from detectors.base import Finding
 from detectors.breaker import next_seq
 from detectors.flows import PriceBatch, WindowSummary
 from detectors.prices import PriceBoard
+from detectors.registry import AgentBook
 from detectors.stage2 import make_detectors
 from detectors.structure import MarketStructure, StructureMetrics
-from detectors.venue_base import CrossMarketDetector, HaltDecision, VenueDetector
+from detectors.venue_base import AgentFacts, CrossMarketDetector, HaltDecision, VenueDetector
 from streams.contracts import Agent, Alert, Halt, encode, iso, parse_ts
 
-__all__ = ["VenueOutput", "VenueStage"]
+__all__ = ["VenueOutput", "VenueStage", "read_agent", "restore_stage", "snapshot_stage"]
 
 log = logging.getLogger("surveil.venue")
 
@@ -91,6 +96,8 @@ class VenueStage:
     #: Partitions of ``trades`` (stage 1's inputs) and those that have reported.
     partitions_total: int = 1
     reported: set[int] = field(default_factory=set)
+    #: Registry facts, shared by every venue's :class:`MarketStructure`.
+    agents: AgentBook = field(default_factory=AgentBook)
 
     def venue(self, name: str) -> MarketStructure | None:
         ms = self.venues.get(name)
@@ -98,7 +105,8 @@ class VenueStage:
             if len(self.venues) >= self.max_venues:
                 self._count("refused_venue")
                 return None
-            ms = self.venues[name] = MarketStructure(name, window_s=self.window_s)
+            ms = self.venues[name] = MarketStructure(name, window_s=self.window_s,
+                                                     registry=self.agents)
             made: list[Any] = list((self.factory or make_detectors)(self.detector_names))
             self.detectors[name] = [d for d in made if hasattr(d, "observe")]
             self.cross[name] = [d for d in made if hasattr(d, "observe_prices")]
@@ -253,18 +261,12 @@ class VenueStage:
         return [to_alert(f, label) for f in found]
 
     def registry(self, value: bytes | None) -> None:
-        try:
-            agent = msgspec.json.decode(value or b"", type=Agent)
-            created = parse_ts(agent.created_ts) if agent.created_ts is not None else None
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        """One ``agents`` record: its facts hold for its venue, or for every venue."""
+        entry = read_agent(value)
+        if entry is None:
             self._count("bad_agent")
             return
-        venues = [agent.venue] if agent.venue else list(self.venues)
-        for name in venues:
-            ms = self.venue(name)
-            if ms is not None:
-                ms.observe_agent(agent.agent_id, owner=agent.owner, funded_by=agent.funded_by,
-                                 created_ts=created, kind=agent.kind)
+        self.agents.observe(*entry)
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -280,6 +282,8 @@ class VenueStage:
             if n:
                 out[name] = out.get(name, 0) + int(n)
 
+        add("registry.dropped", self.agents.dropped)
+
         for name in sorted(self.venues):
             for k, n in self.venues[name].stats.items():
                 add(f"windows.{k}", n)
@@ -289,3 +293,34 @@ class VenueStage:
             for det in dets:
                 add(f"{det.name}.unscored", getattr(det, "unscored", 0))
         return out
+
+
+def read_agent(value: bytes | None) -> tuple[str | None, str, AgentFacts] | None:
+    """An ``agents`` record as (venue or ``None``, agent id, facts); ``None`` if malformed."""
+    try:
+        agent = msgspec.json.decode(value or b"", type=Agent)
+        created = parse_ts(agent.created_ts) if agent.created_ts is not None else None
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+    return agent.venue or None, agent.agent_id, AgentFacts(agent.owner, agent.funded_by,
+                                                           created, agent.kind)
+
+
+#: Bumped when :class:`VenueStage`'s pickled form changes (2: registry facts in one AgentBook).
+SNAPSHOT_VERSION = 2
+
+
+def snapshot_stage(stage: VenueStage) -> bytes:
+    """The stage (with the offset it reflects), compressed, for a checkpoint."""
+    body = pickle.dumps((SNAPSHOT_VERSION, stage), protocol=pickle.HIGHEST_PROTOCOL)
+    return zlib.compress(body, 3)
+
+
+def restore_stage(blob: bytes) -> VenueStage:
+    """A stage from :func:`snapshot_stage`. Only restore snapshots this system wrote:
+    :mod:`streams.checkpoint` authenticates them before they get here."""
+    doc = pickle.loads(zlib.decompress(blob))  # noqa: S301 - authenticated
+    version, stage = doc if isinstance(doc, tuple) and len(doc) == 2 else (None, doc)
+    if version != SNAPSHOT_VERSION or not isinstance(stage, VenueStage):
+        raise ValueError(f"unsupported venue-stage snapshot version {version!r}")
+    return stage

@@ -1,48 +1,51 @@
 """Stage 2 as a process: :class:`~streams.venue.VenueStage` as a consumer-group member of ``flows``
 (one checkpointed state per ``flows`` partition) that also reads the registry (``agents``).
 
-Like stage 1 (:mod:`streams.worker`): results are confirmed delivered before a state that
-reflects them is checkpointed with its offset; a failed delivery rolls the partition back to its
-last checkpoint; an assignment restores the newest checkpoint.
+Like stage 1 (:mod:`streams.worker`; both are :class:`~streams.member.CheckpointedMember`):
+results are confirmed delivered before a state that reflects them is checkpointed with its
+offset; a failed delivery rolls the partition back to its last checkpoint; an assignment restores
+the newest checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from detectors.registry import AgentBook
 from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import encode
+from streams.member import CheckpointCounters, CheckpointedMember, rebalance_listener
 from streams.outputs import DeliveryError, KafkaSink, Record, halt_record
 from streams.settings import Settings
-from streams.venue import VenueOutput, VenueStage
-from streams.worker import rebalance_listener
+from streams.venue import VenueOutput, VenueStage, read_agent, restore_stage, snapshot_stage
 
 __all__ = ["VenueWorker"]
 
 log = logging.getLogger("surveil.venue")
 
+#: At most this long reading the registry before the first flows record.
+REGISTRY_CATCH_UP_S = 30.0
 
-class VenueWorker:
+
+class VenueWorker(CheckpointedMember):
     """Runs :class:`VenueStage` on ``flows`` (one checkpointed state per ``flows`` partition)."""
 
+    label = "venue stage: flows partition"
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings, settings.topics.flows, log, CheckpointCounters())
         self.stages: dict[int, VenueStage] = {}
-        self.good: dict[int, tuple[bytes, int]] = {}
-        self.saved_at: dict[int, float] = {}
-        self.lock = asyncio.Lock()
-        self.consumer: Any = None
-        self.store: CheckpointStore | None = None
         self.sink: KafkaSink | None = None
         self.metrics = 0
         self.alerts = 0
         self.trades_partitions = 1
+        #: every registry entry read (bounded), for partitions assigned or rolled back later
+        self.agents = AgentBook()
+        self.bad_agents = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -67,49 +70,67 @@ class VenueWorker:
         self.store.partitions = len(parts) if parts else 1
         inputs = consumer.partitions_for_topic(topics.trades)
         self.trades_partitions = len(inputs) if inputs else 1
-        consumer.subscribe([topics.flows], listener=rebalance_listener(self))
         registry: Any = None
         try:
             registry = AIOKafkaConsumer(topics.agents, bootstrap_servers=s.brokers,
                                         auto_offset_reset="earliest", enable_auto_commit=False,
                                         fetch_max_wait_ms=100)
             await registry.start()
+            # the registry as it stands, before the first window closes (bounded in time: a
+            # producer flooding it cannot keep the stage from starting)
+            began = time.monotonic()
+            while (found := await registry.getmany(timeout_ms=1000, max_records=10_000)):
+                self._registry(found)
+                if time.monotonic() - began > REGISTRY_CATCH_UP_S:
+                    break
+            log.info("venue stage: %d registry entries read before the first window",
+                     len(self.agents))
+            consumer.subscribe([topics.flows], listener=rebalance_listener(self))
             last_log = time.monotonic()
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)
                 agents = await registry.getmany(timeout_ms=0, max_records=1000)
                 async with self.lock:
-                    for records in agents.values():
-                        for r in records:
-                            for stage in self.stages.values():
-                                stage.registry(r.value)
+                    self._registry(agents)
                     for tp in sorted(batch, key=lambda t: t.partition):
                         await self._handle(tp.partition, batch[tp])
-                    await self._checkpoint_due()
+                    await self.checkpoint_due()
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
                     self._log_counters("venue stage")
         finally:
-            async with self.lock:
-                for p in sorted(self.stages):
-                    await self._checkpoint(p)
+            await self.checkpoint_all()
             self._log_counters("venue stage stopped")
             if registry is not None:
                 await registry.stop()
             await consumer.stop()
             await producer.stop()
 
+    def _registry(self, found: dict[Any, list[Any]]) -> None:
+        """``agents`` records: into this worker's book (so a partition assigned or rolled back
+        later gets them too) and into every stage's."""
+        for tp in sorted(found, key=lambda t: t.partition):
+            for r in found[tp]:
+                entry = read_agent(r.value)
+                if entry is None:
+                    self.bad_agents += 1
+                    continue
+                self.agents.observe(*entry)
+                for stage in self.stages.values():
+                    stage.agents.observe(*entry)
+
     def _log_counters(self, what: str) -> None:
         """Metrics, alerts and each flows partition's counters (late input shows here)."""
         parts = {p: st.report() for p, st in sorted(self.stages.items())}
-        log.info("%s: metrics=%d alerts=%d counters=%s", what, self.metrics, self.alerts,
-                 {p: c for p, c in parts.items() if c})
+        log.info("%s: metrics=%d alerts=%d registry=%d (bad %d, dropped %d) %s counters=%s",
+                 what, self.metrics, self.alerts, len(self.agents), self.bad_agents,
+                 self.agents.dropped, self.counters, {p: c for p, c in parts.items() if c})
 
     async def _handle(self, p: int, records: Sequence[Any]) -> None:
         stage = self.stages.get(p)
         if stage is None:
             return
-        fresh = [r for r in records if stage.next_offset is None or r.offset >= stage.next_offset]
+        fresh = self.unread(p, records)
         if not fresh:
             return
         out = VenueOutput()
@@ -125,71 +146,37 @@ class VenueWorker:
             await self.sink.deliver(recs)
         except DeliveryError as exc:
             log.warning("venue stage: results not delivered (%s); rolling back", exc)
-            await self._rollback(p)
+            await self.rollback(p)
             return
         self.metrics += len(out.metrics)
         self.alerts += len(out.alerts)
 
-    async def _rollback(self, p: int) -> None:
-        from aiokafka import TopicPartition
+    # ------------------------------------------------------------------ state (CheckpointedMember)
+    def owned(self) -> list[int]:
+        return list(self.stages)
 
-        blob, offset = self.good[p]
-        self.stages[p] = pickle.loads(zlib.decompress(blob))  # noqa: S301 - our own bytes
-        self.consumer.seek(TopicPartition(self.settings.topics.flows, p), offset)
-        await asyncio.sleep(0.5)
-
-    async def _checkpoint_due(self) -> None:
-        now = time.monotonic()
-        for p in sorted(self.stages):
-            if now - self.saved_at.get(p, 0.0) >= self.settings.checkpoint_interval_s:
-                await self._checkpoint(p)
-
-    async def _checkpoint(self, p: int) -> None:
-        from aiokafka import TopicPartition
-
-        self.saved_at[p] = time.monotonic()
+    def next_offset(self, p: int) -> int | None:
         stage = self.stages.get(p)
-        if stage is None or stage.next_offset is None:
-            return
-        offset = stage.next_offset
-        if self.good.get(p, (b"", -1))[1] == offset:
-            return
-        blob = zlib.compress(pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL), 3)
-        assert self.store is not None
-        try:
-            await self.store.save(p, offset, blob)
-            await self.consumer.commit({TopicPartition(self.settings.topics.flows, p): offset})
-        except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            log.warning("venue stage: checkpoint of partition %d failed: %r", p, exc)
-            return
-        self.good[p] = (blob, offset)
+        return None if stage is None else stage.next_offset
 
-    async def assigned(self, partitions: Sequence[Any]) -> None:
-        async with self.lock:
-            for tp in partitions:
-                assert self.store is not None
-                found = await self.store.load(tp.partition)
-                if found is not None:
-                    blob, offset = found
-                    stage = pickle.loads(zlib.decompress(blob))  # noqa: S301 - authenticated
-                    self.consumer.seek(tp, offset)
-                else:
-                    committed = await self.consumer.committed(tp)
-                    if committed is None:
-                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
-                    offset = int(committed)
-                    self.consumer.seek(tp, offset)
-                    stage = VenueStage()
-                    stage.next_offset = offset
-                    blob = zlib.compress(pickle.dumps(stage), 3)
-                stage.partitions_total = self.trades_partitions
-                self.stages[tp.partition] = stage
-                self.good[tp.partition] = (blob, offset)
-                log.info("venue stage: flows partition %d from offset %d", tp.partition, offset)
+    async def snapshot(self, p: int) -> bytes:
+        return snapshot_stage(self.stages[p])
 
-    async def revoked(self, partitions: Sequence[Any]) -> None:
-        async with self.lock:
-            for tp in partitions:
-                await self._checkpoint(tp.partition)
-                self.stages.pop(tp.partition, None)
-                self.good.pop(tp.partition, None)
+    def restore(self, p: int, blob: bytes) -> None:
+        self._adopt(p, restore_stage(blob))
+
+    def start_fresh(self, p: int, offset: int) -> bytes:
+        stage = VenueStage()
+        stage.next_offset = offset
+        self._adopt(p, stage)
+        return snapshot_stage(stage)
+
+    def _adopt(self, p: int, stage: VenueStage) -> None:
+        """Own ``stage`` for partition ``p``, with every registry entry read so far (a
+        checkpoint holds those read when it was written; applying them again is harmless)."""
+        stage.partitions_total = self.trades_partitions
+        stage.agents.update(self.agents)
+        self.stages[p] = stage
+
+    def drop(self, p: int) -> None:
+        self.stages.pop(p, None)

@@ -36,17 +36,18 @@ from streams.app_messages import RawMessage, decode_messages
 from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import Rejected
 from streams.heartbeat import send_heartbeat
+from streams.member import CheckpointCounters, CheckpointedMember, rebalance_listener
 from streams.outputs import DeliveryError, KafkaSink, Sink, to_records
 from streams.pipeline import EngineOutput, Surveillance
 from streams.settings import Settings
 
-__all__ = ["Worker", "WorkerCounters", "rebalance_listener"]
+__all__ = ["Worker", "WorkerCounters"]
 
 log = logging.getLogger("surveil.worker")
 
 
 @dataclass(slots=True)
-class WorkerCounters:
+class WorkerCounters(CheckpointCounters):
     messages: int = 0
     trades: int = 0
     rejected: int = 0
@@ -54,32 +55,25 @@ class WorkerCounters:
     alerts: int = 0
     halts: int = 0
     batches: int = 0
-    rollbacks: int = 0
-    checkpoints: int = 0
-    restored: int = 0
     config_applied: int = 0
     config_rejected: int = 0
     busy_s: float = 0.0
 
 
-class Worker:
+class Worker(CheckpointedMember):
     """Stage 1 of the pipeline as a consumer-group member (see the module docs)."""
+
+    label = "trades partition"
+
+    counters: WorkerCounters
 
     def __init__(self, settings: Settings, *, engine: Surveillance | None = None,
                  sink: Sink | None = None) -> None:
-        self.settings = settings
+        super().__init__(settings, settings.topics.trades, log, WorkerCounters())
         self.engine = engine or Surveillance(engine=settings.engine_config())
         self.sink = sink
-        self.counters = WorkerCounters()
-        self.lock = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surveil-engine")
-        self.last_good: dict[int, tuple[bytes, int]] = {}
-        self.saved_at: dict[int, float] = {}
-        self.logged: set[int] = set()
         self.inflight: dict[int, list[asyncio.Future[None]]] = {}
-        self.rewound: set[int] = set()
-        self.consumer: Any = None
-        self.store: CheckpointStore | None = None
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -135,7 +129,7 @@ class Worker:
                         await self._deliver_tick()
                         # -- heartbeat/1 on the halts topic (streams.heartbeat) --
                         await send_heartbeat(self)
-                    await self._checkpoint_due()
+                    await self.checkpoint_due()
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
                     log.info("worker: %s", self.counters)
@@ -179,9 +173,7 @@ class Worker:
             await self.sink.deliver(to_records(self.settings, EngineOutput(), rejected))
 
     async def _final_checkpoint(self) -> None:
-        async with self.lock:
-            for p in sorted(self.engine.partitions):
-                await self._checkpoint(p)
+        await self.checkpoint_all()
         log.info("worker stopped: %s", self.counters)
 
     # ------------------------------------------------------------------ batches
@@ -193,16 +185,10 @@ class Worker:
 
     async def _handle(self, tp: Any, records: Sequence[Any]) -> None:
         p = tp.partition
-        state = self.engine.partitions.get(p)
-        if state is None or not records:
+        if p not in self.engine.partitions or not records:
             return  # revoked meanwhile
-        expected = state.next_offset
-        if p in self.rewound:  # rolled back: wait for the records from the checkpoint on
-            if expected is not None and records[0].offset != expected:
-                return
-            self.rewound.discard(p)
-        msgs = [RawMessage(r.value, r.topic, r.partition, r.offset, r.key) for r in records
-                if expected is None or r.offset >= expected]
+        msgs = [RawMessage(r.value, r.topic, r.partition, r.offset, r.key)
+                for r in self.unread(p, records)]
         if not msgs:
             return
         began = time.perf_counter()
@@ -217,11 +203,11 @@ class Worker:
         except DeliveryError as exc:
             log.warning("partition %d: results not handed over (%s); rolling back to the last "
                         "checkpoint", p, exc)
-            await self._rollback(p)
+            await self.rollback(p)
             return
         self.inflight.setdefault(p, []).append(asyncio.ensure_future(confirm))
         if len(self.inflight[p]) > 8:
-            await self._settle(p)
+            await self.settle(p)
         c = self.counters
         c.messages += len(msgs)
         c.trades += n
@@ -234,7 +220,7 @@ class Worker:
         for h in out.halts:
             log.info("halt %s %s %s seq=%s ts=%s", h.instrument, h.state, h.reason, h.seq, h.ts)
 
-    async def _settle(self, p: int) -> bool:
+    async def settle(self, p: int) -> bool:
         """Wait for every in-flight delivery of partition ``p``; on a failure roll back."""
         pending = self.inflight.pop(p, [])
         if not pending:
@@ -244,7 +230,7 @@ class Worker:
         if failed:
             log.warning("partition %d: results not delivered (%r); rolling back to the last "
                         "checkpoint", p, failed[0])
-            await self._rollback(p)
+            await self.rollback(p)
             return False
         return True
 
@@ -253,11 +239,11 @@ class Worker:
         for p in sorted(self.inflight):
             if any(f.done() and not f.cancelled() and f.exception() is not None
                    for f in self.inflight[p]):
-                await self._settle(p)
+                await self.settle(p)
 
     async def _deliver_tick(self) -> None:
         for p in sorted(self.inflight):  # the timers see every partition's state
-            await self._settle(p)
+            await self.settle(p)
         out = self.engine.tick(backlogged=await self._backlogged())
         if not len(out):
             return
@@ -267,7 +253,7 @@ class Worker:
         except DeliveryError as exc:
             log.warning("heartbeat results not delivered (%s); rolling back", exc)
             for p in sorted(self.engine.partitions):
-                await self._rollback(p)
+                await self.rollback(p)
             return
         self.counters.halts += len(out.halts)
         for h in out.halts:
@@ -294,101 +280,28 @@ class Worker:
                 out.add(p)
         return out
 
-    # ------------------------------------------------------------------ checkpoints
-    async def _rollback(self, p: int) -> None:
-        from aiokafka import TopicPartition
+    # ------------------------------------------------------------------ state (CheckpointedMember)
+    def owned(self) -> list[int]:
+        return list(self.engine.partitions)
 
-        self.counters.rollbacks += 1
-        good = self.last_good.get(p)
-        if good is None:
-            return
-        blob, offset = good
+    def next_offset(self, p: int) -> int | None:
+        state = self.engine.partitions.get(p)
+        return None if state is None else state.next_offset
+
+    async def snapshot(self, p: int) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                 self.engine.snapshot, p)
+
+    def restore(self, p: int, blob: bytes) -> None:
         self.engine.restore(p, blob)
-        self.consumer.seek(TopicPartition(self.settings.topics.trades, p), offset)
+
+    def start_fresh(self, p: int, offset: int) -> bytes:
+        self.engine.state(p).next_offset = offset
+        return self.engine.snapshot(p)
+
+    def drop(self, p: int) -> None:
+        self.engine.drop(p)
+
+    def forget_inflight(self, p: int) -> None:
         for f in self.inflight.pop(p, []):
             f.cancel()
-        self.rewound.add(p)
-        await asyncio.sleep(0.5)
-
-    async def _checkpoint_due(self) -> None:
-        now = time.monotonic()
-        for p in sorted(self.engine.partitions):
-            if now - self.saved_at.get(p, 0.0) >= self.settings.checkpoint_interval_s:
-                await self._checkpoint(p)
-
-    async def _checkpoint(self, p: int) -> None:
-        from aiokafka import TopicPartition
-
-        self.saved_at[p] = time.monotonic()
-        if not await self._settle(p):
-            return
-        state = self.engine.partitions.get(p)
-        if state is None or state.next_offset is None:
-            return
-        offset = state.next_offset
-        good = self.last_good.get(p)
-        if good is not None and good[1] == offset:
-            return  # nothing new since the last checkpoint
-        blob = await asyncio.get_running_loop().run_in_executor(self.executor,
-                                                                 self.engine.snapshot, p)
-        assert self.store is not None
-        try:
-            await self.store.save(p, offset, blob)
-            await self.consumer.commit({TopicPartition(self.settings.topics.trades, p): offset})
-        except Exception as exc:  # noqa: BLE001 - a failed checkpoint is retried next time
-            log.warning("partition %d: checkpoint at offset %d failed: %r", p, offset, exc)
-            return
-        first = p not in self.logged
-        self.logged.add(p)
-        log.log(logging.INFO if first else logging.DEBUG,
-                "partition %d: checkpointed at offset %d (%d bytes)", p, offset, len(blob))
-        self.last_good[p] = (blob, offset)
-        self.counters.checkpoints += 1
-
-    async def assigned(self, partitions: Sequence[Any]) -> None:
-        async with self.lock:
-            for tp in sorted(partitions, key=lambda t: t.partition):
-                p = tp.partition
-                assert self.store is not None
-                found = await self.store.load(p)
-                self.engine.drop(p)
-                if found is not None:
-                    blob, offset = found
-                    self.engine.restore(p, blob)
-                    self.consumer.seek(tp, offset)
-                    self.counters.restored += 1
-                    log.info("partition %d: restored the checkpoint at offset %d", p, offset)
-                else:
-                    committed = await self.consumer.committed(tp)
-                    if committed is None:
-                        committed = (await self.consumer.beginning_offsets([tp]))[tp]
-                    offset = int(committed)
-                    self.consumer.seek(tp, offset)
-                    self.engine.state(p).next_offset = offset
-                    blob = self.engine.snapshot(p)
-                    log.info("partition %d: no checkpoint; starting at offset %d", p, offset)
-                self.last_good[p] = (blob, offset)
-                self.saved_at[p] = time.monotonic()
-
-    async def revoked(self, partitions: Sequence[Any]) -> None:
-        async with self.lock:
-            for tp in sorted(partitions, key=lambda t: t.partition):
-                if tp.partition in self.engine.partitions:
-                    await self._checkpoint(tp.partition)
-                    self.engine.drop(tp.partition)
-                    self.last_good.pop(tp.partition, None)
-
-
-def rebalance_listener(owner: Any) -> Any:
-    """aiokafka rebalance callbacks calling ``owner.revoked`` / ``owner.assigned`` (both stages
-    use it)."""
-    from aiokafka import ConsumerRebalanceListener
-
-    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            await owner.revoked(list(revoked))
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            await owner.assigned(list(assigned))
-
-    return Listener()

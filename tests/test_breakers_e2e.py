@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 import pytest
 from kafka_helpers import read_topics
-from test_recovery import halt_key, paced, start_worker, stop, wait_log
+from test_recovery import STAGE1_STARTED, halt_key, paced, start_worker, stop, wait_log
 
 from replay.backtest import run_backtest
 from replay.tape import write_tape
@@ -78,7 +78,7 @@ def test_breakers_through_the_broker(broker: str, topic_prefix: str, tmp_path: P
     ensure_topics(broker, topics.all(), partitions=4)
     worker = start_worker(broker, topic_prefix, tmp_path / "w.log")
     try:
-        wait_log(tmp_path / "w.log", "starting at offset")
+        wait_log(tmp_path / "w.log", STAGE1_STARTED)
         paced(broker, topics.trades, trades, chunk_s=30.0, pause=0.2)  # the worker keeps up
 
         def done(records: list[tuple[str, Any]]) -> bool:

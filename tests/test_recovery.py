@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,13 +130,23 @@ def collect(broker: str, topics: Topics, alerts: set[Any], halts: set[Any],
             {halt_key(v) for t, v in records if t == topics.halts}, records)
 
 
-def wait_log(log: Path, text: str, timeout: float = 60) -> None:
+#: What a worker's log says when stage 1 (``trades``) or stage 2 (``flows``) owns a partition,
+#: has checkpointed one, or has restored one (regular expressions, for :func:`wait_log`).
+STAGE1_STARTED = r"trades partition \d+: no checkpoint; starting at offset"
+STAGE1_CHECKPOINTED = r"trades partition \d+: checkpointed at"
+STAGE2_CHECKPOINTED = r"flows partition \d+: checkpointed at"
+STAGE1_RESTORED = r"trades partition \d+: restored the checkpoint"
+STAGE2_RESTORED = r"flows partition \d+: restored the checkpoint"
+
+
+def wait_log(log: Path, pattern: str, timeout: float = 60) -> None:
+    """Wait until a line of ``log`` matches the regular expression ``pattern``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
+        if log.exists() and re.search(pattern, log.read_text(errors="replace")):
             return
         time.sleep(0.2)
-    raise AssertionError(f"{text!r} not in {log} within {timeout} s")
+    raise AssertionError(f"{pattern!r} not in {log} within {timeout} s")
 
 
 @pytest.mark.parametrize("kill_before_crash_s", [20.0, 300.0])
@@ -150,24 +161,27 @@ def test_kill_9_then_restart_gives_exactly_the_backtest(broker: str, topic_prefi
     first = start_worker(broker, topic_prefix, log)
 
     def kill() -> None:
-        wait_log(log, "checkpointed at")  # a loaded machine may not have got this far yet
+        # a loaded machine may not have got this far yet: both stages have a checkpoint
+        wait_log(log, STAGE1_CHECKPOINTED)
+        wait_log(log, STAGE2_CHECKPOINTED)
         time.sleep(0.6)  # judged up to about here, checkpointed up to a second before
         first.send_signal(signal.SIGKILL)
         first.wait()
 
     try:
-        wait_log(log, "starting at offset")
+        wait_log(log, STAGE1_STARTED)
         paced(broker, topics.trades, tape, at=T0 + CRASH_AT - kill_before_crash_s, then=kill)
     finally:
         stop(first, signal.SIGKILL)
-    assert "checkpointed at" in log.read_text(errors="replace")
+    assert re.search(STAGE1_CHECKPOINTED, log.read_text(errors="replace"))
     second = start_worker(broker, topic_prefix, log)
     try:
         got_alerts, got_halts, _ = collect(broker, topics, want_alerts, want_halts)
     finally:
         stop(second)
     text = log.read_text(errors="replace")
-    assert "restored the checkpoint" in text, text[-3000:]
+    assert re.search(STAGE1_RESTORED, text), text[-3000:]
+    assert re.search(STAGE2_RESTORED, text), text[-3000:]
     assert got_alerts == want_alerts
     assert got_halts == want_halts
 
@@ -181,8 +195,8 @@ def test_two_workers_one_killed_mid_stream_union_equals_backtest(broker: str, to
     a = start_worker(broker, topic_prefix, tmp_path / "a.log")
     b = start_worker(broker, topic_prefix, tmp_path / "b.log")
     try:
-        wait_log(tmp_path / "a.log", "starting at offset")
-        wait_log(tmp_path / "b.log", "starting at offset")
+        wait_log(tmp_path / "a.log", STAGE1_STARTED)
+        wait_log(tmp_path / "b.log", STAGE1_STARTED)
 
         def kill_a() -> None:
             a.send_signal(signal.SIGKILL)
@@ -216,7 +230,7 @@ def test_a_lagging_partition_changes_nothing(broker: str, topic_prefix: str,
     log = tmp_path / "worker.log"
     worker = start_worker(broker, topic_prefix, log)
     try:
-        wait_log(log, "starting at offset")
+        wait_log(log, STAGE1_STARTED)
         for i in range(0, len(lagged), 2000):
             publish(broker, topics.trades, lagged[i:i + 2000])
         got_alerts, got_halts, records = collect(broker, topics, want_alerts, want_halts)
@@ -241,7 +255,7 @@ def test_broker_frozen_mid_publish_loses_nothing(tmp_path: Path) -> None:
         log = tmp_path / "worker.log"
         worker = start_worker(embedded.bootstrap, prefix, log, SURVEIL_BATCH_MESSAGES="4")
         try:
-            wait_log(log, "starting at offset")
+            wait_log(log, STAGE1_STARTED)
             publish(embedded.bootstrap, topics.trades, tape)
             wait_log(log, "halt GPU-H100-1H")
             assert embedded.pid is not None
@@ -273,7 +287,7 @@ def test_a_flood_of_junk_instruments_keeps_memory_bounded_and_the_crash_still_ha
     log = tmp_path / "worker.log"
     worker = start_worker(broker, topic_prefix, log, SURVEIL_CHECKPOINT_INTERVAL_S="5")
     try:
-        wait_log(log, "starting at offset")
+        wait_log(log, STAGE1_STARTED)
         publish(broker, topics.trades, tape[:cut], partitions=1)
         from kafka import KafkaProducer
 

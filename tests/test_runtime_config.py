@@ -111,7 +111,7 @@ def test_backtest_takes_a_timeline_file_and_names_a_bad_line(tmp_path: Path) -> 
 def test_live_worker_applies_a_change_at_its_effective_time_like_the_backtest(
         broker: str, topic_prefix: str, tmp_path: Path) -> None:
     from kafka_helpers import read_topics, run_surveil
-    from test_recovery import halt_key, paced, start_worker, stop, wait_log
+    from test_recovery import STAGE1_STARTED, halt_key, paced, start_worker, stop, wait_log
 
     from streams.topics import Topics, ensure_topics
 
@@ -140,7 +140,7 @@ def test_live_worker_applies_a_change_at_its_effective_time_like_the_backtest(
         settings_timeline=tmp_path / "timeline.jsonl").out.halts}
     worker = start_worker(broker, topic_prefix, tmp_path / "w.log")
     try:
-        wait_log(tmp_path / "w.log", "starting at offset")
+        wait_log(tmp_path / "w.log", STAGE1_STARTED)
         paced(broker, topics.trades, trades, chunk_s=30.0, pause=0.1)
 
         def done(records: list[tuple[str, Any]]) -> bool:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 from kafka_helpers import surveil_env  # noqa: F401 - the workers' environment (via start_worker)
-from test_recovery import alert_key, collect, halt_key, paced, start_worker, stop, wait_log
+from test_recovery import (
+    STAGE1_STARTED,
+    alert_key,
+    collect,
+    halt_key,
+    paced,
+    start_worker,
+    stop,
+    wait_log,
+)
 
 from replay.backtest import run_backtest
 from replay.market.sim import simulate, write_outputs
@@ -43,8 +52,8 @@ def test_two_workers_on_four_partitions_give_the_backtests_stage2_alerts(
     a = start_worker(broker, topic_prefix, tmp_path / "a.log")
     b = start_worker(broker, topic_prefix, tmp_path / "b.log")
     try:
-        wait_log(tmp_path / "a.log", "starting at offset")
-        wait_log(tmp_path / "b.log", "starting at offset")
+        wait_log(tmp_path / "a.log", STAGE1_STARTED)
+        wait_log(tmp_path / "b.log", STAGE1_STARTED)
         paced(broker, topics.trades, sim.trades, chunk_s=30.0, pause=0.2)
         got_alerts, got_halts, _ = collect(broker, topics, want_alerts, want_halts, timeout=180)
     finally:

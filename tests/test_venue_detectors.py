@@ -159,3 +159,18 @@ def test_a_million_distinct_agents_through_stage2_stay_within_budget() -> None:
     assert sizes[-1] < 1.3 * sizes[0] + 5e6  # flat once the caps are reached
     assert sizes[-1] < 200e6
     assert grown < 1.5e9
+
+
+def test_a_registry_without_venues_gives_the_alerts_of_one_with_them() -> None:
+    """``venue`` is optional in the registry: entries without it (read, as in a backtest,
+    before any venue is seen) hold for every venue. The registry matters here: without it the
+    alerts differ."""
+    records, agents = flows("mixed", 2)
+    assert agents
+    assert all(a.venue for a in agents)
+    bare = [msgspec.structs.replace(a, venue=None) for a in agents]
+    _, named = run(records, agents, NAMES)
+    _, unnamed = run(records, bare, NAMES)
+    _, without = run(records, [], NAMES)
+    assert alerts_of(unnamed) == alerts_of(named)
+    assert alerts_of(without) != alerts_of(named)

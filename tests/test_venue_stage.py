@@ -3,15 +3,24 @@ whatever the partitioning, arrival order or duplicates."""
 
 from __future__ import annotations
 
+import pickle
 import random
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
+import pytest
+from aiokafka import TopicPartition
 from test_pipeline import crash_market, wall_clock
 
-from streams.contracts import encode
+from detectors.registry import AgentBook
+from streams.contracts import Agent, encode
 from streams.partition import EngineConfig
 from streams.pipeline import EngineOutput, Surveillance
-from streams.venue import VenueOutput, VenueStage
+from streams.settings import Settings
+from streams.venue import VenueOutput, VenueStage, restore_stage, snapshot_stage
+from streams.venue_worker import VenueWorker
 
 
 def flows(partitions: int) -> list[bytes]:
@@ -85,3 +94,59 @@ def test_malformed_flows_records_are_counted_not_fatal() -> None:
                   b'{"schema": "watermark/1", "venue": "v"}'):
         assert stage.handle(value) == VenueOutput()
     assert stage.counts["malformed"] == 6
+
+
+def test_a_registry_entry_without_venue_holds_for_venues_seen_later() -> None:
+    """``venue`` is optional in the registry (DESIGN §3.2): an entry without one holds for every
+    venue, including one whose first summary comes after the entry (it used to be lost)."""
+    stage = VenueStage()
+    stage.registry(encode(Agent(agent_id="a1", owner="o1", created_ts=100.0)))
+    stage.registry(encode(Agent(agent_id="a1", funded_by="f1", venue="X")))
+    stage.registry(b"{not json")
+    x, y = stage.venue("X"), stage.venue("Y")
+    assert x is not None
+    assert y is not None
+    assert x.facts("a1") == ("o1", "f1", 100.0, None)  # its own facts, filled in
+    assert y.facts("a1") == ("o1", None, 100.0, None)
+    assert stage.counts["bad_agent"] == 1
+
+
+def test_registry_facts_are_bounded_once_not_per_venue() -> None:
+    stage = VenueStage(agents=AgentBook(max_entries=1000))
+    for v in range(50):
+        assert stage.venue(f"V{v}") is not None
+    for i in range(5000):
+        stage.registry(encode(Agent(agent_id=f"junk{i}", owner="o")))
+    assert len(stage.agents) == 1000
+    assert stage.report()["registry.dropped"] == 4000
+    assert all(ms.registry is stage.agents for ms in stage.venues.values())
+
+
+def test_a_snapshot_restores_the_stage_and_refuses_another_version() -> None:
+    stage = VenueStage()
+    stage.registry(encode(Agent(agent_id="a1", owner="o1")))
+    for r in flows(1)[:200]:
+        stage.handle(r)
+    back = restore_stage(snapshot_stage(stage))
+    ms = next(iter(back.venues.values()))
+    assert ms.registry is back.agents  # still one book shared by the venues
+    assert ms.facts("a1") == ("o1", None, None, None)
+    old = zlib.compress(pickle.dumps(stage), 3)  # the unversioned form of earlier releases
+    with pytest.raises(ValueError, match="version"):
+        restore_stage(old)
+
+
+def test_a_partition_assigned_later_gets_every_registry_entry_read_so_far(tmp_path: Path) -> None:
+    """The stage-2 worker keeps what it read of ``agents``: a ``flows`` partition assigned (or
+    rolled back) after an entry arrived still knows it, whether it starts fresh or from a
+    checkpoint written before the entry."""
+    worker = VenueWorker(Settings(data_dir=tmp_path))
+    early = worker.start_fresh(0, 0)
+    record = SimpleNamespace(partition=0, value=encode(Agent(agent_id="a1", owner="o1")))
+    worker._registry({TopicPartition("agents", 0): [record]})
+    assert worker.stages[0].agents.facts("X", "a1") == ("o1", None, None, None)
+    worker.drop(0)
+    worker.start_fresh(1, 0)
+    worker.restore(0, early)  # a checkpoint from before the entry
+    for p in (0, 1):
+        assert worker.stages[p].agents.facts("X", "a1") == ("o1", None, None, None)
