@@ -39,6 +39,7 @@ class CheckpointCounters:
     rollbacks: int = 0
     checkpoints: int = 0
     restored: int = 0
+    unreadable: int = 0
 
 
 class CheckpointedMember:
@@ -176,9 +177,10 @@ class CheckpointedMember:
                 found = await self.store.load(p)
                 self.drop(p)
                 self.rewound.discard(p)
+                if found is not None and not self._restored(p, *found):
+                    found = None
                 if found is not None:
                     blob, offset = found
-                    self.restore(p, blob)
                     self.consumer.seek(tp, offset)
                     self.counters.restored += 1
                     self.log.info("%s %d: restored the checkpoint at offset %d", self.label, p,
@@ -194,6 +196,20 @@ class CheckpointedMember:
                                   offset)
                 self.last_good[p] = (blob, offset)
                 self.saved_at[p] = time.monotonic()
+
+    def _restored(self, p: int, blob: bytes, offset: int) -> bool:
+        """Restore a stored checkpoint. One this code cannot read (written by another version)
+        is not a reason to leave the partition unread: it is reported, and the partition starts
+        without it, from the committed offset."""
+        try:
+            self.restore(p, blob)
+        except Exception as exc:  # noqa: BLE001 - any unreadable snapshot: start without it
+            self.drop(p)
+            self.counters.unreadable += 1
+            self.log.error("%s %d: the checkpoint at offset %d cannot be restored (%r); "
+                           "starting without it", self.label, p, offset, exc)
+            return False
+        return True
 
     async def revoked(self, partitions: Sequence[Any]) -> None:
         """Checkpoint each revoked partition, then forget it (another member owns it now)."""

@@ -150,3 +150,31 @@ def test_a_partition_assigned_later_gets_every_registry_entry_read_so_far(tmp_pa
     worker.restore(0, early)  # a checkpoint from before the entry
     for p in (0, 1):
         assert worker.stages[p].agents.facts("X", "a1") == ("o1", None, None, None)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_reported_and_the_partition_still_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint from another version (or otherwise unreadable) must not leave its partition
+    unowned, which would blind the stage: it starts without it, from the committed offset."""
+    import asyncio
+
+    class Store:
+        async def load(self, p: int) -> tuple[bytes, int]:
+            return zlib.compress(pickle.dumps(VenueStage()), 3), 7  # unversioned: refused
+
+    class Consumer:
+        seeks: dict[int, int] = {}
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            self.seeks[tp.partition] = offset
+
+        async def committed(self, tp: TopicPartition) -> int:
+            return 5
+
+    worker = VenueWorker(Settings(data_dir=tmp_path))
+    worker.store, worker.consumer = Store(), Consumer()  # type: ignore[assignment]
+    asyncio.run(worker.assigned([TopicPartition("flows", 0)]))
+    assert worker.next_offset(0) == 5
+    assert worker.consumer.seeks == {0: 5}
+    assert (worker.counters.unreadable, worker.counters.restored) == (1, 0)
+    assert "cannot be restored" in caplog.text
