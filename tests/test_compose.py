@@ -30,8 +30,9 @@ SUBCOMMANDS = {
     "backtest",
     "evaluate",
     "bench",
+    "keys",
 }
-APP_SERVICES = ("worker", "store", "dashboard")
+APP_SERVICES = ("keys", "worker", "store", "dashboard")
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,22 @@ def test_store_and_dashboard_share_the_data_volume(
     ]
     assert len(shared) == 1, mounts
     assert shared[0] in (compose.get("volumes") or {}), "the shared volume must be declared"
+
+
+def test_worker_replicas_share_the_signing_and_checkpoint_keys(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """``--scale worker=N``: a worker restores the checkpoints of one that died only with the same
+    HMAC key (``$SURVEIL_DATA_DIR/checkpoint.key``), and halts are signed only when the detector
+    key exists (``$SURVEIL_DATA_DIR/keys``, made by the one-shot ``keys`` service first)."""
+    worker, keys = services["worker"], services["keys"]
+    assert env_of(worker)["SURVEIL_DATA_DIR"] == env_of(keys)["SURVEIL_DATA_DIR"] == "/data"
+    assert "SURVEIL_CHECKPOINT_KEY" not in env_of(worker)  # else it must be shared here
+    shared = set(named_volumes(worker).items()) & set(named_volumes(keys).items())
+    assert ("surveil-data", "/data") in shared
+    assert worker["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+    assert keys.get("restart") == "no"
+    assert "surveil-data" in (compose.get("volumes") or {})
 
 
 def test_dashboard_port_is_published(services: dict[str, Any]) -> None:
