@@ -29,6 +29,7 @@ import msgspec
 
 from streams.contracts import Halt, Rejected, encode
 from streams.pipeline import EngineOutput
+from streams.sealed import seal
 from streams.settings import Settings
 from streams.signing import signer_for
 
@@ -44,8 +45,11 @@ class DeliveryError(RuntimeError):
 
 
 def to_records(settings: Settings, out: EngineOutput, rejected: Sequence[Rejected] = (), *,
-               max_message_bytes: int | None = None) -> list[Record]:
-    """The Kafka records of a batch's results, each at most ``max_message_bytes``."""
+               max_message_bytes: int | None = None,
+               flows_key: bytes | None = None) -> list[Record]:
+    """The Kafka records of a batch's results, each at most ``max_message_bytes``. Records for
+    stage 2 (``flows``) are sealed with ``flows_key`` (:mod:`streams.sealed`); stage 2 reads
+    no others."""
     limit = max_message_bytes or settings.max_message_bytes
     topics = settings.topics
     records: list[Record] = []
@@ -55,11 +59,13 @@ def to_records(settings: Settings, out: EngineOutput, rejected: Sequence[Rejecte
     records += [(topics.alerts, a.alert_id.encode(), encode(a)) for a in out.alerts]
     records += [halt_record(settings, h) for h in out.halts]
     records += [(topics.bars, None, v) for v in _arrays(out.bars, limit)]
-    records += [(topics.flows, s.venue.encode(), encode(s)) for s in out.summaries]
-    records += [(topics.flows, w.venue.encode(),
-                 encode({"schema": "watermark/1", "venue": w.venue, "partition": w.partition,
-                         "watermark": w.watermark}))
-                for w in out.watermarks]
+    flows = [(s.venue, encode(s)) for s in out.summaries]
+    flows += [(w.venue, encode({"schema": "watermark/1", "venue": w.venue,
+                                "partition": w.partition, "watermark": w.watermark}))
+              for w in out.watermarks]
+    records += [(topics.flows, venue.encode(),
+                 seal(flows_key, value) if flows_key is not None else value)
+                for venue, value in flows]
     return records
 
 

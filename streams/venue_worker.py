@@ -20,6 +20,7 @@ from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import encode
 from streams.member import CheckpointCounters, CheckpointedMember, rebalance_listener
 from streams.outputs import DeliveryError, KafkaSink, Record, halt_record
+from streams.sealed import unseal
 from streams.settings import Settings
 from streams.venue import VenueOutput, VenueStage, read_agent, restore_stage, snapshot_stage
 
@@ -46,6 +47,10 @@ class VenueWorker(CheckpointedMember):
         #: every registry entry read (bounded), for partitions assigned or rolled back later
         self.agents = AgentBook()
         self.bad_agents = 0
+        #: only ``flows`` records sealed with this key are read (streams.sealed); the others
+        #: are counted here
+        self.flows_key = b""
+        self.unsealed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -56,10 +61,10 @@ class VenueWorker(CheckpointedMember):
                                     max_request_size=max(s.max_message_bytes, 1 << 20) + 4096)
         await producer.start()
         self.sink = KafkaSink(producer)
+        self.flows_key = checkpoint_key(s.data_dir, s.checkpoint_key)
         self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
                                      group=s.group_id + ".venue", source_topic=topics.flows,
-                                     key=checkpoint_key(s.data_dir, s.checkpoint_key),
-                                     send=self.sink.send_one)
+                                     key=self.flows_key, send=self.sink.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.brokers, group_id=s.group_id + ".venue", enable_auto_commit=False,
@@ -122,9 +127,10 @@ class VenueWorker(CheckpointedMember):
     def _log_counters(self, what: str) -> None:
         """Metrics, alerts and each flows partition's counters (late input shows here)."""
         parts = {p: st.report() for p, st in sorted(self.stages.items())}
-        log.info("%s: metrics=%d alerts=%d registry=%d (bad %d, dropped %d) %s counters=%s",
-                 what, self.metrics, self.alerts, len(self.agents), self.bad_agents,
-                 self.agents.dropped, self.counters, {p: c for p, c in parts.items() if c})
+        log.info("%s: metrics=%d alerts=%d unsealed=%d registry=%d (bad %d, dropped %d) %s "
+                 "counters=%s", what, self.metrics, self.alerts, self.unsealed, len(self.agents),
+                 self.bad_agents, self.agents.dropped, self.counters,
+                 {p: c for p, c in parts.items() if c})
 
     async def _handle(self, p: int, records: Sequence[Any]) -> None:
         stage = self.stages.get(p)
@@ -135,7 +141,15 @@ class VenueWorker(CheckpointedMember):
             return
         out = VenueOutput()
         for r in fresh:
-            out.extend(stage.handle(r.value))
+            payload = unseal(self.flows_key, r.value)
+            if payload is None:
+                self.unsealed += 1
+                if self.unsealed == 1:
+                    log.warning("venue stage: a flows record at offset %d of partition %d is "
+                                "not sealed with this deployment's key; ignored (counted as "
+                                "unsealed)", r.offset, p)
+                continue
+            out.extend(stage.handle(payload))
         stage.next_offset = fresh[-1].offset + 1
         topics = self.settings.topics
         recs: list[Record] = [(topics.structure, m.venue.encode(), encode(m)) for m in out.metrics]

@@ -75,6 +75,8 @@ class Worker(CheckpointedMember):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surveil-engine")
         self.inflight: dict[int, list[asyncio.Future[None]]] = {}
         self.ready = asyncio.Event()
+        #: seals stage 2's input (streams.sealed); the checkpoints' key, read when run starts
+        self.flows_key: bytes | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,10 +89,10 @@ class Worker(CheckpointedMember):
         await producer.start()
         kafka = KafkaSink(producer)
         self.sink = self.sink or kafka
+        self.flows_key = checkpoint_key(s.data_dir, s.checkpoint_key)
         self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
                                      group=s.group_id, source_topic=topics.trades,
-                                     key=checkpoint_key(s.data_dir, s.checkpoint_key),
-                                     send=kafka.send_one)
+                                     key=self.flows_key, send=kafka.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.brokers, group_id=s.group_id, enable_auto_commit=False,
@@ -170,7 +172,8 @@ class Worker(CheckpointedMember):
                          " (arrived late: applies from the next trade)" if late else "")
         if rejected:
             assert self.sink is not None
-            await self.sink.deliver(to_records(self.settings, EngineOutput(), rejected))
+            await self.sink.deliver(to_records(self.settings, EngineOutput(), rejected,
+                                               flows_key=self.flows_key))
 
     async def _final_checkpoint(self) -> None:
         await self.checkpoint_all()
@@ -199,7 +202,8 @@ class Worker(CheckpointedMember):
         # while this one's acknowledgements come back; nothing is checkpointed (so no offset
         # is committed) before they have all come back
         try:
-            confirm = await self.sink.submit(to_records(self.settings, out, rejected))
+            confirm = await self.sink.submit(to_records(self.settings, out, rejected,
+                                                        flows_key=self.flows_key))
         except DeliveryError as exc:
             log.warning("partition %d: results not handed over (%s); rolling back to the last "
                         "checkpoint", p, exc)
@@ -249,7 +253,7 @@ class Worker(CheckpointedMember):
             return
         try:
             assert self.sink is not None
-            await self.sink.deliver(to_records(self.settings, out))
+            await self.sink.deliver(to_records(self.settings, out, flows_key=self.flows_key))
         except DeliveryError as exc:
             log.warning("heartbeat results not delivered (%s); rolling back", exc)
             for p in sorted(self.engine.partitions):

@@ -1,7 +1,7 @@
 """Backtest/live parity with the stage-2 detectors on: a simulated day with planted wash trades,
 circular trading, a Sybil swarm, a flash crash and colluding sellers, published on ``trades``
-with 4 partitions to two real worker processes (both stages each); alerts and halts read back
-with an independent client equal the backtest's."""
+with 4 partitions to two real worker processes (both stages each), after forged watermarks on
+``flows``; alerts and halts read back with an independent client equal the backtest's."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def test_two_workers_on_four_partitions_give_the_backtests_stage2_alerts(
     producer = KafkaProducer(bootstrap_servers=broker, acks="all")
     for agent in sim.agents:  # the registry is there before the workers start
         producer.send(topics.agents, key=agent.agent_id.encode(), value=encode(agent))
+    for venue in sorted({t.venue for t in sim.trades}):  # forged: would close every window
+        for partition in range(4):
+            producer.send(topics.flows, key=venue.encode(), value=encode({
+                "schema": "watermark/1", "venue": venue, "partition": partition,
+                "watermark": 1e12}))
     producer.flush()
     producer.close()
     a = start_worker(broker, topic_prefix, tmp_path / "a.log")
@@ -61,3 +66,5 @@ def test_two_workers_on_four_partitions_give_the_backtests_stage2_alerts(
         stop(b)
     assert got_alerts == want_alerts
     assert got_halts == want_halts
+    logs = "".join((tmp_path / name).read_text(errors="replace") for name in ("a.log", "b.log"))
+    assert "not sealed with this deployment's key" in logs

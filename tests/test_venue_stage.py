@@ -16,8 +16,10 @@ from test_pipeline import crash_market, wall_clock
 
 from detectors.registry import AgentBook
 from streams.contracts import Agent, encode
+from streams.outputs import MemorySink
 from streams.partition import EngineConfig
 from streams.pipeline import EngineOutput, Surveillance
+from streams.sealed import seal
 from streams.settings import Settings
 from streams.venue import VenueOutput, VenueStage, restore_stage, snapshot_stage
 from streams.venue_worker import VenueWorker
@@ -178,3 +180,35 @@ def test_a_checkpoint_that_cannot_be_read_is_reported_and_the_partition_still_re
     assert worker.consumer.seeks == {0: 5}
     assert (worker.counters.unreadable, worker.counters.restored) == (1, 0)
     assert "cannot be restored" in caplog.text
+
+
+def test_stage2_reads_only_flows_records_sealed_with_the_deployments_key(tmp_path: Path) -> None:
+    """Writing to ``flows`` is not enough to steer stage 2 (streams.sealed): a forged watermark
+    far ahead, handed straight to the stage, closes every window, so the real summaries come
+    late and are dropped; the worker ignores and counts it."""
+    import asyncio
+
+    records = flows(1)
+    want = metrics(records, 1)
+    assert want
+    venue = msgspec.json.decode(records[0])["venue"]
+    forged = encode({"schema": "watermark/1", "venue": venue, "partition": 0,
+                     "watermark": 1e12})
+    blind = VenueStage()
+    blind.handle(forged)
+    closed = [m for r in records for m in blind.handle(r).metrics]
+    assert len(closed) < len(want)  # the attack works on an unguarded stage
+    assert blind.report()["windows.late"] > 0
+
+    worker = VenueWorker(Settings(data_dir=tmp_path))
+    worker.sink, worker.flows_key = MemorySink(), b"k" * 32  # type: ignore[assignment]
+    worker.start_fresh(0, 0)
+    values = [forged, seal(b"another deployment's key", forged)]
+    values += [seal(worker.flows_key, r) for r in records]
+    asyncio.run(worker._handle(0, [SimpleNamespace(offset=i, value=v)
+                                   for i, v in enumerate(values)]))
+    assert worker.unsealed == 2
+    sent = [msgspec.json.decode(v) for t, _, v in worker.sink.sent
+            if t == worker.settings.topics.structure]
+    assert len(sent) == len(want)
+    assert worker.next_offset(0) == len(values)
