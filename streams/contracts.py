@@ -60,8 +60,14 @@ HALT_REASONS: Final = ("LUDP", "VELOCITY", "SPIKE", "MWC1", "MWC2", "MWC3", "CON
 #: milliseconds and is rejected with that hint rather than read as a date far in the future.
 MAX_EPOCH_S: Final = 1e11
 
+#: Largest ``price`` or ``qty`` accepted. Far beyond any real unit (a million ether in wei is
+#: 1e24), and small enough that no sum, product or square the detectors form can overflow a
+#: float (notional ≤ 1e60): two trades at 1.7e308 used to make ``math.fsum`` raise and stop
+#: the worker.
+MAX_VALUE: Final = 1e30
+
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_VALUE)]
 
 
 class Trade(msgspec.Struct, kw_only=True, gc=False):

@@ -350,3 +350,26 @@ def test_bars_are_one_per_instrument_second() -> None:
     assert len(keys) == len(set(keys)) == 40
     assert sum(b.trades for b in out.bars) == len(tape)
     assert Surveillance(emit_bars=False, wall_clock=wall_clock).process(tape).bars == []
+
+
+def test_the_largest_prices_and_quantities_the_contract_admits_cannot_stop_the_engine() -> None:
+    """Two trades at 1.7e308 (finite, positive: valid before ``MAX_VALUE``) made ``math.fsum``
+    overflow and raise, which stopped the worker on every restart. Now such a trade is refused
+    at decoding, and a flood at the limit itself is judged like any other."""
+    from streams.contracts import MAX_VALUE, decode_message
+
+    t0 = 1_767_225_600.0
+    raw = msgspec.json.encode([{"ts": t0 + i, "trade_id": f"h{i}", "instrument": "X",
+                                "price": 1.7e308, "qty": 1, "buyer": "a", "seller": "b"}
+                               for i in range(2)])
+    ok, bad = decode_message(raw)
+    assert ok == []
+    assert [(b.index, b.reason) for b in bad] == [
+        (i, "invalid_trade: Expected `float` <= 1e+30 - at `$.price`") for i in range(2)]
+    engine = Surveillance(None)
+    out = engine.process([Trade(venue="v", instrument="X", trade_id=f"m{i}", ts=t0 + i * 0.01,
+                                price=MAX_VALUE * (0.5 + (i % 7) / 14), qty=MAX_VALUE,
+                                buyer=f"a{i % 5}", seller=f"b{i % 3}") for i in range(3000)])
+    out.extend(engine.flush())
+    assert not out.rejected
+    assert all(math.isfinite(s.notional) for s in out.summaries if hasattr(s, "notional"))

@@ -39,7 +39,7 @@ from replay.tape import (
     write_labels,
     write_tape,
 )
-from streams.contracts import Agent, Trade, validate_row
+from streams.contracts import MAX_VALUE, Agent, Trade, validate_row
 
 FORMATS = ["csv", "csv.gz", "parquet", "jsonl", "jsonl.gz"]
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -129,8 +129,8 @@ valid_trades = st.builds(
     # microseconds, below 2**53 us (year 2255) so a float holds every microsecond exactly
     ts=st.integers(0, 2**53 - 1).map(lambda us: us / 1e6),
     trade_id=names, instrument=names, buyer=names, seller=names, venue=names,
-    price=st.floats(min_value=5e-324, max_value=1e300),
-    qty=st.floats(min_value=1e-300, allow_infinity=False),
+    price=st.floats(min_value=5e-324, max_value=MAX_VALUE),
+    qty=st.floats(min_value=1e-300, max_value=MAX_VALUE),
     asset_class=st.none() | names,
     aggressor=st.sampled_from([None, "buy", "sell"]),
 )
@@ -413,7 +413,7 @@ cells = {  # anything, for the columns
                                "seller")},
 }
 good_text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=6)
-good_numbers = st.one_of(st.floats(min_value=1e-300, max_value=1e300).map(repr),
+good_numbers = st.one_of(st.floats(min_value=1e-300, max_value=MAX_VALUE).map(repr),
                          st.integers(1, 10**15).map(str),
                          st.floats(min_value=1e-9, max_value=1e9).map(lambda f: f"{f:.4e}"))
 good_cells = {  # what valid rows hold, in the spellings tapes use
