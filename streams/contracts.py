@@ -60,14 +60,16 @@ HALT_REASONS: Final = ("LUDP", "VELOCITY", "SPIKE", "MWC1", "MWC2", "MWC3", "CON
 #: milliseconds and is rejected with that hint rather than read as a date far in the future.
 MAX_EPOCH_S: Final = 1e11
 
-#: Largest ``price`` or ``qty`` accepted. Far beyond any real unit (a million ether in wei is
-#: 1e24), and small enough that no sum, product or square the detectors form can overflow a
-#: float (notional ≤ 1e60): two trades at 1.7e308 used to make ``math.fsum`` raise and stop
-#: the worker.
+#: The range of ``price`` and ``qty``: [MIN_VALUE, MAX_VALUE]. Far beyond any real unit either
+#: way (a million ether in wei is 1e24), and narrow enough that every sum, product, ratio and
+#: square the detectors form stays a normal float. Valid trades outside it used to stop the
+#: worker on every restart: two at 1.7e308 overflowed ``math.fsum``; one at 5e-324 after one at
+#: 1e30 made a price ratio 0 and its logarithm raise.
+MIN_VALUE: Final = 1e-30
 MAX_VALUE: Final = 1e30
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_VALUE)]
+Positive = Annotated[float, msgspec.Meta(ge=MIN_VALUE, le=MAX_VALUE)]
 
 
 class Trade(msgspec.Struct, kw_only=True, gc=False):

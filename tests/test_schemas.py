@@ -5,8 +5,8 @@ The trade corpus below is judged twice, element by element: by the decoder the p
 first parses the bytes as strict I-JSON (UTF-8 without BOM, no NaN/Infinity literals, no lone
 surrogates); that is the JSON layer, which a schema cannot describe.
 
-``price`` and ``qty`` are at most ``MAX_VALUE`` (1e30) on both sides, so a literal such as
-``1e400`` (infinity, once parsed) is refused by both.
+``price`` and ``qty`` lie in [1e-30, 1e30] on both sides (``MIN_VALUE``, ``MAX_VALUE``), so a
+literal such as ``1e400`` (infinity, once parsed) is refused by both.
 
 Rules only the code enforces (asserted separately in ``CODE_ONLY``):
 
@@ -153,7 +153,8 @@ CORPUS: dict[str, bytes] = {
     "nulls for optional": msg(asset_class=None, aggressor=None),
     "extra fields": msg(extra={"nested": [1, 2]}, note="hi", n=None),
     "int price, tiny qty": msg(price=3, qty=1e-9),
-    "subnormal qty": msg(qty=5e-324),
+    "subnormal qty (below the minimum)": msg(qty=5e-324),
+    "qty at the minimum": msg(price=1e-30, qty=1e-30),
     "unicode strings": msg(buyer="agent-é-😀", seller="代理", trade_id="😀" * 256),
     "whitespace around JSON": b"  \n" + msg() + b"\r\n ",
     "duplicate key, last wins (valid)": msg()[:-1] + b', "price": 7}',

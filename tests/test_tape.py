@@ -39,7 +39,7 @@ from replay.tape import (
     write_labels,
     write_tape,
 )
-from streams.contracts import MAX_VALUE, Agent, Trade, validate_row
+from streams.contracts import MAX_VALUE, MIN_VALUE, Agent, Trade, validate_row
 
 FORMATS = ["csv", "csv.gz", "parquet", "jsonl", "jsonl.gz"]
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -129,8 +129,8 @@ valid_trades = st.builds(
     # microseconds, below 2**53 us (year 2255) so a float holds every microsecond exactly
     ts=st.integers(0, 2**53 - 1).map(lambda us: us / 1e6),
     trade_id=names, instrument=names, buyer=names, seller=names, venue=names,
-    price=st.floats(min_value=5e-324, max_value=MAX_VALUE),
-    qty=st.floats(min_value=1e-300, max_value=MAX_VALUE),
+    price=st.floats(min_value=MIN_VALUE, max_value=MAX_VALUE),
+    qty=st.floats(min_value=MIN_VALUE, max_value=MAX_VALUE),
     asset_class=st.none() | names,
     aggressor=st.sampled_from([None, "buy", "sell"]),
 )
@@ -162,7 +162,7 @@ def test_write_accepts_a_frame(tmp: Path) -> None:
 def test_write_refuses_invalid_trades_and_leaves_nothing(tmp: Path) -> None:
     path = tmp / "t.csv"
     path.write_text("old")
-    with pytest.raises(TapeError, match=r"refusing to write 1 invalid trade.*#2:.*> 0"):
+    with pytest.raises(TapeError, match=r"refusing to write 1 invalid trade.*#2:.*>= 1e-30"):
         write_tape([trade(0), trade(1, price=-1.0), trade(2)], path)
     with pytest.raises(TapeError, match="no time zone"):
         write_tape([trade(0, ts="2026-01-01T00:00:00")], path)
@@ -249,7 +249,7 @@ def test_csv_numbers_as_strings(tmp: Path) -> None:
         ("q1", T0, 2.5, 1.0), ("q2", T0 + 0.25, 2.5, 100.0), ("q3", T0, 2.0, 3.0)]
     assert [(r.row, r.reason) for r in read.rejects] == [
         (4, "invalid_trade: Expected `float`, got `str` - at `$.price`"),
-        (5, "invalid_trade: Expected `float` > 0.0 - at `$.price`")]
+        (5, "invalid_trade: Expected `float` >= 1e-30 - at `$.price`")]
 
 
 def test_parquet_timestamps_with_a_zone_and_epoch_numbers(tmp: Path) -> None:
@@ -275,7 +275,7 @@ def test_parquet_naive_timestamps_are_rejected_row_by_row(tmp: Path) -> None:
     assert read.trades == []
     assert [(r.row, r.reason) for r in read.rejects] == [
         (1, "invalid_trade: ts has no time zone: '2026-01-01T00:00:00.000000'"),
-        (2, "invalid_trade: Expected `float` > 0.0 - at `$.price`")]
+        (2, "invalid_trade: Expected `float` >= 1e-30 - at `$.price`")]
     assert json.loads(read.rejects[1].raw)["price"] == -1.0
 
 
@@ -296,7 +296,7 @@ def test_parquet_typed_columns(tmp: Path) -> None:
         ("p0", "I", 2.5, 1.0, "v"), ("p1", "I", 3.0, 2.0, "default")]
     assert [(r.row, r.reason) for r in read.rejects] == [
         (3, "invalid_trade: Object missing required field `buyer`"),
-        (4, "invalid_trade: Expected `float` > 0.0 - at `$.price`")]
+        (4, "invalid_trade: Expected `float` >= 1e-30 - at `$.price`")]
     frame.with_columns(pl.col("price").cast(pl.String)).write_parquet(tmp / "s.parquet")
     strict = read_tape(tmp / "s.parquet")  # typed format: a number held as text is an error
     assert {r.reason for r in strict.rejects} == {
@@ -413,7 +413,7 @@ cells = {  # anything, for the columns
                                "seller")},
 }
 good_text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=6)
-good_numbers = st.one_of(st.floats(min_value=1e-300, max_value=MAX_VALUE).map(repr),
+good_numbers = st.one_of(st.floats(min_value=MIN_VALUE, max_value=MAX_VALUE).map(repr),
                          st.integers(1, 10**15).map(str),
                          st.floats(min_value=1e-9, max_value=1e9).map(lambda f: f"{f:.4e}"))
 good_cells = {  # what valid rows hold, in the spellings tapes use
