@@ -145,7 +145,10 @@ class PriceBatch(msgspec.Struct, kw_only=True, gc=False):
 
 
 class _Tick:
-    """One open price bucket: first/last by event time (ties: arrival order), high, low, sums."""
+    """One open price bucket: first/last by event time (ties: arrival order), high, low, sums.
+
+    The sums are kept exact (:func:`_exact_sum`), so a bucket's volume and notional are the same
+    to the last bit however its trades were split into batches."""
 
     __slots__ = ("first", "first_ts", "hi", "last", "last_ts", "lo", "n", "notional", "seq",
                  "volume")
@@ -155,7 +158,8 @@ class _Tick:
         self.first_ts, self.last_ts = math.inf, -math.inf
         self.first = self.last = 0.0
         self.hi, self.lo = -math.inf, math.inf
-        self.volume = self.notional = 0.0
+        self.volume: list[float] = []
+        self.notional: list[float] = []
 
     def add(self, ts: list[float], px: list[float], qty: list[float]) -> None:
         n = len(ts)
@@ -170,13 +174,14 @@ class _Tick:
         if ts[j] >= self.last_ts:
             self.last_ts, self.last = ts[j], px[j]
         self.hi, self.lo = max(self.hi, max(px)), min(self.lo, min(px))
-        self.volume += math.fsum(qty)
-        self.notional += math.fsum(map(operator.mul, px, qty))
+        self.volume = _exact_sum(self.volume, qty)
+        self.notional = _exact_sum(self.notional, map(operator.mul, px, qty))
         self.n += len(ts)
 
     def row(self, instrument: str, start: float) -> list[Any]:
         return [instrument, start, self.seq, self.first, self.last, self.hi, self.lo,
-                self.volume, self.notional, self.n]
+                self.volume[0] if self.volume else 0.0,
+                self.notional[0] if self.notional else 0.0, self.n]
 
 
 class _Window:
@@ -404,6 +409,25 @@ class FlowWindows:
             last_price=win.last[1],
             vwap=win.notional / win.volume if win.volume > 0 else win.last[1],
             pairs=pf, agents=aa, truncated_pairs=win.cut_pairs, truncated_agents=win.cut_agents)
+
+
+def _exact_sum(parts: list[float], values: Any) -> list[float]:
+    """``parts`` (a result of this function) plus ``values``, exactly: floats whose exact sum is
+    the exact sum of every value added so far, the first of them that sum correctly rounded.
+    Each pass takes the correctly rounded remainder (``math.fsum``) until nothing is left,
+    gaining at least 53 bits a pass: a few passes for values within the contract's range.
+
+    >>> a = _exact_sum(_exact_sum([], [0.1, 0.2]), [0.3, 1e16])
+    >>> b = _exact_sum(_exact_sum([], [0.1]), [0.2, 0.3, 1e16])
+    >>> a == b, a[0] == math.fsum([0.1, 0.2, 0.3, 1e16])
+    (True, True)
+    """
+    pending = [*parts, *values]
+    out: list[float] = []
+    while (s := math.fsum(pending)) != 0.0 and math.isfinite(s) and len(out) < 64:
+        out.append(s)
+        pending.append(-s)
+    return out
 
 
 def _runs(ts: list[float], w: float) -> list[tuple[int, int, float]] | None:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
 Key = tuple[str, str]
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True)

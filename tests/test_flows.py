@@ -252,3 +252,28 @@ def test_empty_batches_change_nothing(n: int) -> None:
     for _ in range(n):
         fw.update(cols([]))
     assert fw.flush() == []
+
+
+@examples(60)
+@given(raw=st.lists(st.tuples(st.integers(0, 60), st.floats(1e-30, 1e30), st.floats(1e-30, 1e30)),
+                    min_size=1, max_size=80),
+       cuts=st.lists(st.integers(0, 80), max_size=10))
+def test_price_bucket_sums_are_the_same_to_the_last_bit_whatever_the_batching(
+        raw: list[tuple[int, float, float]], cuts: list[int]) -> None:
+    """Unlike the rest of this module's tests, any prices and quantities of the contract: the
+    5-s buckets' volume and notional are kept exact, so they do not depend on batching (they
+    used to be summed per batch, and the last bits depended on where batches were cut)."""
+    rows = [(T0 + t / 4, f"t{i:04d}", p, q, "a", "b") for i, (t, p, q) in enumerate(raw)]
+    one = FlowWindows("v", "GPU")
+    one.update(cols(rows))
+    one.flush()
+    many = FlowWindows("v", "GPU")
+    for part in split(rows, cuts):
+        many.update(cols(part))
+    many.flush()
+    want = one.take_ticks()
+    assert many.take_ticks() == want
+    for row in want:
+        mine = [r for r in rows if row[1] <= r[0] < row[1] + 5.0]
+        assert row[7] == math.fsum(r[3] for r in mine)
+        assert row[8] == math.fsum(r[2] * r[3] for r in mine)
