@@ -53,7 +53,7 @@ from typing import Any, Final, Literal
 from sortedcontainers import SortedDict
 
 from exchange.auction import uncross_price
-from streams.contracts import Trade
+from streams.contracts import MAX_VALUE, MIN_VALUE, Trade
 
 __all__ = ["EPS", "Ack", "Auction", "Order", "OrderBook", "Reject", "Side", "StpMode"]
 
@@ -251,11 +251,12 @@ class OrderBook:
             return "invalid_tif"
         qty = order.qty
         if isinstance(qty, bool) or not isinstance(qty, int | float) or not (
-                math.isfinite(qty) and qty > EPS):
+                math.isfinite(qty) and EPS < qty <= MAX_VALUE):
             return "invalid_qty"
         price = order.price
+        # the trade contract's range, so that surveillance can judge every fill
         if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)
-                                  or not (math.isfinite(price) and price > 0)):
+                                  or not MIN_VALUE <= price <= MAX_VALUE):
             return "invalid_price"
         return None
 

@@ -112,6 +112,9 @@ def test_limit_ioc_cancels_the_rest(book: OrderBook) -> None:
     (Order("x", INS, "buy", float("nan"), "a", 1.0), "invalid_qty"),
     (Order("x", INS, "buy", 1, "a", -1.0), "invalid_price"),
     (Order("x", INS, "buy", 1, "a", float("inf")), "invalid_price"),
+    (Order("x", INS, "buy", 1, "a", 1.7e308), "invalid_price"),  # beyond the trade contract
+    (Order("x", INS, "buy", 1, "a", 5e-324), "invalid_price"),
+    (Order("x", INS, "buy", 1e31, "a", 1.0), "invalid_qty"),
     (Order("x", INS, "hold", 1, "a", 1.0), "invalid_side"),  # type: ignore[arg-type]
     (Order("x", INS, "buy", 1, "a", 1.0, tif="FOK"), "invalid_tif"),  # type: ignore[arg-type]
     (Order("x", INS, "buy", 1, "", 1.0), "invalid_agent"),
