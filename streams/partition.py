@@ -11,9 +11,20 @@ Event time you can trust
 - **Venue clock** ``P`` (per partition and venue): the newest ``ts`` of an *established*
   instrument (one with ``clock_quorum`` accepted trades). One-trade junk instruments cannot move
   it, however many arrive.
-- **Future**: a trade more than ``max_future_s`` ahead of ``max(P, its instrument clock)``, or
-  more than ``wall_future_s`` ahead of the wall clock, goes to the dead-letter topic with reason
-  ``future_ts`` and moves no clock.
+- **Future**: a trade more than ``wall_future_s`` ahead of the wall clock goes to the
+  dead-letter topic with reason ``future_ts`` and moves no clock. A trade more than
+  ``max_future_s`` ahead of ``max(P, its instrument clock)`` is *held*: either the venue's time
+  really moved on (a quiet night, a thin market's next trade after an hour) or the timestamp is
+  bad. The next trades of the venue decide. ``clock_quorum`` distinct held trades, all within
+  ``max_future_s`` of the first, confirm the jump when they are of two or more instruments, or
+  of one when the venue has no other established instrument that could contradict it: P moves
+  to the newest of them less ``max_future_s`` and they are judged in their order. A trade of
+  the venue back at its old time refutes the jump (the held trades go to the dead-letter topic
+  as ``future_ts``), and so does the end of the input. A jump beyond ``max_jump_s`` (7 days) is
+  never confirmed. So one bad timestamp, a few scattered ones, or a burst on one instrument of
+  a busy venue never moves a clock, and an honest quiet spell costs only the wait for the
+  trades that confirm it. Consistent bad timestamps on two instruments within ``max_jump_s``
+  look like a resumption and do move P (live, the wall-clock bound still holds).
 - **Late**: a trade more than ``allowed_lateness_s`` behind its own instrument's clock goes to the
   dead-letter topic with reason ``late`` (its instrument has judged later trades already). A trade
   less late than that is judged by its instrument's monitor at the monitor's clock; if its
@@ -72,6 +83,8 @@ DLQ_CAPACITY_PER_BATCH = 1_000
 #: Runs of at least this many trades of one warm instrument are accepted at once
 #: (:meth:`PartitionState._bulk`); shorter runs are not worth the setup.
 _BULK = 8
+#: At most this many trades held per venue while a jump waits for confirmation.
+MAX_HELD = 100
 #: Evicted instruments remembered (a few numbers each, ~200 B).
 MAX_MEMOS = 100_000
 
@@ -82,6 +95,9 @@ class EngineConfig:
     said otherwise)."""
 
     max_future_s: float = 300.0
+    #: The largest time jump (a quiet spell) the venue's next trades can confirm; a trade further
+    #: ahead than this is always dead-lettered as ``future_ts``.
+    max_jump_s: float = 7 * 86_400.0
     #: Ahead of the wall clock (``None`` disables; then only the event clocks judge).
     wall_future_s: float | None = 300.0
     out_of_order_s: float = 2.0
@@ -127,6 +143,10 @@ class VenueClock:
     wall: float = 0.0  #: wall-clock time of the last input (not checkpointed meaningfully)
     next_close: float = INF  #: earliest end of an open stage-1 window
     published: float = -INF  #: last watermark handed to stage 2
+    #: Trades beyond ``max_future_s`` waiting for confirmation (a time jump), with their sources
+    held: list[tuple[Trade, dict[str, Any] | None]] = field(default_factory=list)
+    #: Established instruments (``clock_quorum`` trades) of this venue in the partition
+    established: int = 0
 
 
 @dataclass(slots=True)
@@ -159,16 +179,19 @@ class PartitionState:
 
     # ------------------------------------------------------------------ intake
     def accept(self, trades: Sequence[Trade], sources: Sequence[dict[str, Any]] | None,
-               wall: float, rejected: list[Rejected]) -> tuple[dict[Key, list[list[Any]]], int]:
+               wall: float, rejected: list[Rejected],
+               groups: dict[Key, list[list[Any]]] | None = None,
+               ) -> tuple[dict[Key, list[list[Any]]], int]:
         """Check every trade in order; return accepted trades grouped per instrument (columns)
-        and the number of duplicates. Rejections are appended to ``rejected``."""
+        and the number of duplicates. Rejections are appended to ``rejected``. ``groups``: the
+        trades accepted so far in this batch (when held trades are released within it)."""
         cfg = self.config
-        groups: dict[Key, list[list[Any]]] = {}
+        groups = {} if groups is None else groups
         wall_limit = wall + cfg.wall_future_s if cfg.wall_future_s is not None else INF
         max_future, lateness, quorum = cfg.max_future_s, cfg.allowed_lateness_s, cfg.clock_quorum
         slots, clocks, seen = self.slots, self.clocks, self.seen
         stamps, order = seen.stamps, seen.order
-        duplicates = 0
+        duplicates = extra_dups = 0
         self._refused = 0
         self._full = False
         # the trades of one message are usually of one instrument: keep the last lookups
@@ -191,13 +214,14 @@ class PartitionState:
                     slot = slots.get(key)
                     n = slot.n if slot is not None else 0
                     if vc is not None and slot is not None and n >= quorum:
-                        vc.wall = wall
-                        last_venue, last_key = key[0], key
-                        top = self._bulk(trades[lo:b], key, slot, vc, groups, wall_limit)
-                        g = groups.get(key)
-                        if top is not None:
-                            newest = max(newest, top)
-                            break
+                        if not vc.held:  # else one by one: each trade confirms or refutes
+                            vc.wall = wall
+                            last_venue, last_key = key[0], key
+                            top = self._bulk(trades[lo:b], key, slot, vc, groups, wall_limit)
+                            g = groups.get(key)
+                            if top is not None:
+                                newest = max(newest, top)
+                                break
                     elif lo == a:  # one by one until warm (a new instrument), then at once
                         hi = min(b, lo + quorum - n)
                 for i in range(lo, hi):
@@ -222,12 +246,30 @@ class PartitionState:
                         last_key = key
                     own = slot.clock if slot is not None else -INF
                     ref = vc.clock if vc.clock > own else own
-                    if ts > wall_limit or (ref > -INF and ts > ref + max_future):
-                        ahead = ("the wall clock" if ts > wall_limit else "the venue clock")
-                        bound = max_future if ts <= wall_limit else cfg.wall_future_s
+                    if ts > wall_limit:
                         self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
-                                     f"{bound:g} s ahead of {ahead}", tr, sources, i)
+                                     f"{cfg.wall_future_s:g} s ahead of the wall clock", tr,
+                                     sources, i)
                         continue
+                    if ref > -INF and ts > ref + max_future:
+                        held = self._hold(vc, tr, sources, i, rejected)
+                        if held is None:
+                            continue
+                        # confirmed: the venue's time moved on; judge the held trades in order
+                        refused, full = self._refused, self._full
+                        srcs = [s for _, s in held]
+                        _, dups = self.accept(
+                            [t for t, _ in held],
+                            None if sources is None else [s or {} for s in srcs], wall,
+                            rejected, groups)
+                        self._refused, self._full = refused, full
+                        extra_dups += dups
+                        newest = max(newest, max(float(t.ts) for t, _ in held))
+                        last_venue = last_key = None
+                        vc = slot = g = None
+                        continue
+                    if vc.held:
+                        self._refute(vc, ts, rejected)
                     if ts < own - lateness:
                         self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s "
                                      f"behind the instrument's clock (allowed lateness "
@@ -255,6 +297,7 @@ class PartitionState:
                     if slot.n >= quorum:
                         if slot.n == quorum:
                             self.newcomers.pop(key, None)
+                            vc.established += 1
                         if ts > vc.clock:
                             vc.clock = ts
                     if g is None:
@@ -274,7 +317,61 @@ class PartitionState:
                 f"capacity: {extra} more trades of new instruments refused in this batch "
                 f"(counted, not dead-lettered one by one)", b"", None,
                 {"partition": self.partition}))
-        return groups, duplicates
+        return groups, duplicates + extra_dups
+
+    def _hold(self, vc: VenueClock, tr: Trade, sources: Sequence[dict[str, Any]] | None,
+              i: int, rejected: list[Rejected]) -> list[tuple[Trade, Any]] | None:
+        """Hold a trade beyond ``max_future_s`` (module docs, *Future*). Returns the held trades
+        once they confirm a jump (the venue clock moved for them), else ``None``."""
+        cfg = self.config
+        ts: float = tr.ts  # type: ignore[assignment]
+        held = vc.held
+        own = self.slots[key].clock if (key := (tr.venue, tr.instrument)) in self.slots else -INF
+        if ts > max(vc.clock, own) + cfg.max_jump_s:
+            self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
+                         f"{cfg.max_jump_s:g} s ahead of the venue clock", tr, sources, i)
+            return None
+        if held:
+            first: float = held[0][0].ts  # type: ignore[assignment]
+            if abs(ts - first) > cfg.max_future_s:
+                self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
+                             f"{cfg.max_future_s:g} s ahead of the venue clock and does not "
+                             f"confirm the jump to {first:.3f}", tr, sources, i)
+                return None
+            if any(t.trade_id == tr.trade_id for t, _ in held):
+                self._count("duplicates", 1)
+                return None
+        if len(held) >= MAX_HELD:
+            old, old_source = held.pop(0)
+            self._reject(rejected, "future_ts", f"ts {old.ts:.3f} is more than "
+                         f"{cfg.max_future_s:g} s ahead of the venue clock (not confirmed "
+                         f"within {MAX_HELD} trades)", old,
+                         [old_source] if old_source is not None else None, 0)
+        held.append((tr, dict(sources[i]) if sources is not None else None))
+        self._count("held", 1)
+        if len(held) < cfg.clock_quorum:
+            return None
+        if len({t.instrument for t, _ in held}) < 2:
+            # one instrument confirms alone only when no other established one could contradict
+            slot = self.slots.get(key)
+            mine = slot is not None and slot.n >= cfg.clock_quorum
+            if vc.established - mine > 0:
+                return None
+        out, vc.held = list(held), []
+        top = max(float(t.ts) for t, _ in out)
+        vc.clock = max(vc.clock, top - cfg.max_future_s)
+        self._count("time_jumps", 1)
+        return out
+
+    def _refute(self, vc: VenueClock, ts: float, rejected: list[Rejected]) -> None:
+        """A trade at the venue's old time: the held ones were not a jump (dead letters)."""
+        held, vc.held = vc.held, []
+        why = ("the input ended before other trades confirmed it" if math.isnan(ts)
+               else f"the venue's next trade was at {ts:.3f}")
+        for tr, source in held:
+            self._reject(rejected, "future_ts", f"ts {tr.ts:.3f} is more than "
+                         f"{self.config.max_future_s:g} s ahead of the venue clock ({why})", tr,
+                         [source] if source is not None else None, 0)
 
     def _bulk(self, run: Sequence[Trade], key: Key, slot: Slot, vc: VenueClock,
               groups: dict[Key, list[list[Any]]], wall_limit: float) -> float | None:
@@ -487,6 +584,8 @@ class PartitionState:
     def _evict(self, key: Key, emit: Emit | None = None,
                summaries: Summaries | None = None) -> None:
         slot = self.slots.pop(key)
+        if slot.n >= self.config.clock_quorum and (vc := self.clocks.get(key[0])) is not None:
+            vc.established -= 1
         self.newcomers.pop(key, None)
         self.halted.discard(key)
         self.open_flows.get(key[0], set()).discard(key)
@@ -502,7 +601,14 @@ class PartitionState:
             self._prices(key[0], slot.flows.take_ticks(), summaries)
         self._count("evicted", 1)
 
-    def flush(self, emit: Emit, summaries: Summaries) -> None:
+    def flush(self, emit: Emit, summaries: Summaries,
+              rejected: list[Rejected] | None = None) -> None:
+        """End of input: held trades that nothing confirmed are dead letters; every open bar,
+        window and price bucket is emitted."""
+        for venue in sorted(self.clocks):
+            vc = self.clocks[venue]
+            if vc.held:
+                self._refute(vc, math.nan, rejected if rejected is not None else [])
         ticks: dict[str, list[list[Any]]] = {}
         for key in sorted(self.slots):
             slot = self.slots[key]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["EngineConfig", "EngineOutput", "EngineStats", "Surveillance", "Watermark"]
 
 Key = tuple[str, str]
-SNAPSHOT_VERSION = 6
+SNAPSHOT_VERSION = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +207,7 @@ class Surveillance:
         out = EngineOutput()
         for p in sorted(self.partitions):
             state = self.partitions[p]
-            state.flush(self._emitter(state, out), out.summaries)
+            state.flush(self._emitter(state, out), out.summaries, out.rejected)
         return out
 
     # ------------------------------------------------------------------ checkpoints

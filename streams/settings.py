@@ -68,6 +68,8 @@ class Settings:
     #: lateness allowed behind an instrument's own clock, wall seconds before a silent
     #: partition counts as idle.
     max_future_s: float = 300.0
+    #: The largest quiet spell (time jump) the next trades of a venue can confirm.
+    max_jump_s: float = 7 * 86_400.0
     wall_future_s: float = 300.0
     out_of_order_s: float = 2.0
     allowed_lateness_s: float = 60.0
@@ -117,7 +119,7 @@ class Settings:
         """The engine's event-time and admission settings."""
         from streams.partition import EngineConfig
 
-        return EngineConfig(max_future_s=self.max_future_s,
+        return EngineConfig(max_future_s=self.max_future_s, max_jump_s=self.max_jump_s,
                             wall_future_s=self.wall_future_s or None,
                             out_of_order_s=self.out_of_order_s,
                             allowed_lateness_s=self.allowed_lateness_s,

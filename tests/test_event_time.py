@@ -200,3 +200,82 @@ def test_snapshot_and_restore_continue_exactly() -> None:
     out.extend(second.flush())
     assert rows(out) == rows(whole)
     assert [a.alert_id for a in out.alerts] == [a.alert_id for a in whole.alerts]
+
+
+def iso_ts(ts: float) -> str:
+    from streams.contracts import iso
+
+    return iso(ts)
+
+
+def quiet_night(gap_s: float = 7200.0) -> list[Trade]:
+    """The crash market with a quiet spell of ``gap_s`` after its first 300 s (a venue closed
+    overnight, a thin market): nothing trades, then everything resumes, the crash included."""
+    return [t if float(t.ts) < T0 + 300 else  # type: ignore[arg-type]
+            msgspec.structs.replace(t, ts=float(t.ts) + gap_s)  # type: ignore[arg-type]
+            for t in crash_market()]
+
+
+@pytest.mark.parametrize("gap_s", [600.0, 7200.0, 3 * 86400.0])
+def test_a_market_that_resumes_after_a_quiet_spell_is_judged_not_dead_lettered(
+        gap_s: float) -> None:
+    """A quiet spell longer than ``max_future_s`` is a time jump the next trades confirm: every
+    trade after it is judged (they all went to the dead-letter topic as ``future_ts`` before),
+    the crash halts, and the batching changes nothing."""
+    tape = quiet_night(gap_s)
+    outs = [run(tape, batch=b) for b in (None, 500, 7)]
+    for out in outs:
+        assert out.rejected == []
+        assert ("PAUSED", "VELOCITY") in [(h.state, h.reason) for h in out.halts]
+        assert min(h.ts for h in out.halts) > iso_ts(T0 + 300 + gap_s)
+    assert rows(outs[0]) == rows(outs[1]) == rows(outs[2])
+    assert [a.alert_id for a in outs[0].alerts] == [a.alert_id for a in outs[2].alerts]
+
+
+def test_scattered_bad_timestamps_confirm_nothing_and_change_no_halt() -> None:
+    tape = crash_market()
+    base = run(tape)
+    rogues = [msgspec.structs.replace(tape[40 + k], ts=4_102_444_800.0 + k * 10 * 86400.0,
+                                      trade_id=f"rogue-{k}") for k in range(3)]
+    hostile = tape[:100] + rogues + tape[100:]
+    out = run(hostile, batch=7)
+    assert rows(out) == rows(base)
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["future_ts"] * 3
+
+
+def test_a_jump_the_input_never_confirms_is_dead_lettered_at_its_end() -> None:
+    tape = walk("A", start=T0, seconds=100)
+    late_pair = [msgspec.structs.replace(t, ts=float(t.ts) + 3600, trade_id=f"x{k}")  # type: ignore[arg-type]
+                 for k, t in enumerate(tape[-2:])]
+    out = run(tape + late_pair)
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["future_ts", "future_ts"]
+    assert all("input ended" in r.reason for r in out.rejected)
+
+
+def test_a_repeated_trade_cannot_confirm_a_jump_by_itself() -> None:
+    tape = walk("A", start=T0, seconds=100)
+    rogue = msgspec.structs.replace(tape[-1], ts=float(tape[-1].ts) + 3600,  # type: ignore[arg-type]
+                                    trade_id="again")
+    out = run(tape + [rogue] * 5 + walk("A", start=T0 + 100, seconds=10, seed=1))
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["future_ts"]
+
+
+def test_a_one_instrument_venue_resumes_after_an_hour() -> None:
+    before = walk("A", start=T0, seconds=100)
+    after = walk("A", start=T0 + 3700, seconds=10, seed=1)  # 100 trades, an hour later
+    outs = [run(before + after, batch=b) for b in (None, 3)]
+    for out in outs:
+        assert out.rejected == []
+        assert sum(s.trades for s in out.summaries if hasattr(s, "trades")) == 1100
+
+
+def test_a_burst_of_one_instruments_bad_timestamps_does_not_move_a_busy_venue() -> None:
+    tape = crash_market()
+    base = run(tape)
+    one = [t for t in tape[:100] if t.instrument == tape[40].instrument][:10]
+    burst = [msgspec.structs.replace(t, ts=float(tape[40].ts) + 86_400 + k,  # type: ignore[arg-type]
+                                     trade_id=f"burst-{k}") for k, t in enumerate(one)]
+    assert len(burst) == 10
+    out = run(tape[:100] + burst + tape[100:], batch=7)
+    assert rows(out) == rows(base)
+    assert [r.reason.split(":")[0] for r in out.rejected] == ["future_ts"] * 10
