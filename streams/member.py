@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from streams.checkpoint import CheckpointStore
+from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.settings import Settings
 
 __all__ = ["CheckpointCounters", "CheckpointedMember", "rebalance_listener"]
@@ -61,10 +61,20 @@ class CheckpointedMember:
         self.lock = asyncio.Lock()
         self.consumer: Any = None
         self.store: CheckpointStore | None = None
+        #: the deployment's HMAC key: checkpoints, and stage 2's sealed input (streams.sealed)
+        self.key: bytes | None = None
         self.last_good: dict[int, tuple[bytes, int]] = {}
         self.saved_at: dict[int, float] = {}
         self.logged: set[int] = set()
         self.rewound: set[int] = set()
+
+    def open_store(self, group: str, send: Any) -> CheckpointStore:
+        """The checkpoint store of this member (group ``group``), under the deployment's key."""
+        s = self.settings
+        self.key = checkpoint_key(s.data_dir, s.checkpoint_key)
+        self.store = CheckpointStore(bootstrap=s.brokers, topic=s.topics.checkpoints, group=group,
+                                     source_topic=self.source_topic, key=self.key, send=send)
+        return self.store
 
     # ------------------------------------------------------------------ hooks
     def owned(self) -> Iterable[int]:

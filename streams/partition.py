@@ -252,15 +252,14 @@ class PartitionState:
                                      sources, i)
                         continue
                     if ref > -INF and ts > ref + max_future:
-                        held = self._hold(vc, tr, sources, i, rejected)
+                        held = self._hold(vc, tr, slot, ref, sources, i, rejected)
                         if held is None:
                             continue
                         # confirmed: the venue's time moved on; judge the held trades in order
                         refused, full = self._refused, self._full
-                        srcs = [s for _, s in held]
                         _, dups = self.accept(
                             [t for t, _ in held],
-                            None if sources is None else [s or {} for s in srcs], wall,
+                            None if sources is None else [s or {} for _, s in held], wall,
                             rejected, groups)
                         self._refused, self._full = refused, full
                         extra_dups += dups
@@ -269,7 +268,7 @@ class PartitionState:
                         vc = slot = g = None
                         continue
                     if vc.held:
-                        self._refute(vc, ts, rejected)
+                        self._refute(vc, f"the venue's next trade was at {ts:.3f}", rejected)
                     if ts < own - lateness:
                         self._reject(rejected, "late", f"ts {ts:.3f} is {own - ts:.1f} s "
                                      f"behind the instrument's clock (allowed lateness "
@@ -319,15 +318,16 @@ class PartitionState:
                 {"partition": self.partition}))
         return groups, duplicates + extra_dups
 
-    def _hold(self, vc: VenueClock, tr: Trade, sources: Sequence[dict[str, Any]] | None,
-              i: int, rejected: list[Rejected]) -> list[tuple[Trade, Any]] | None:
-        """Hold a trade beyond ``max_future_s`` (module docs, *Future*). Returns the held trades
-        once they confirm a jump (the venue clock moved for them), else ``None``."""
+    def _hold(self, vc: VenueClock, tr: Trade, slot: Slot | None, ref: float,
+              sources: Sequence[dict[str, Any]] | None, i: int,
+              rejected: list[Rejected]) -> list[tuple[Trade, Any]] | None:
+        """Hold a trade more than ``max_future_s`` ahead of ``ref`` (the venue's or its own
+        clock, whichever is newer; module docs, *Future*). Returns the held trades once they
+        confirm a jump (the venue clock moved for them), else ``None``."""
         cfg = self.config
         ts: float = tr.ts  # type: ignore[assignment]
         held = vc.held
-        own = self.slots[key].clock if (key := (tr.venue, tr.instrument)) in self.slots else -INF
-        if ts > max(vc.clock, own) + cfg.max_jump_s:
+        if ts > ref + cfg.max_jump_s:
             self._reject(rejected, "future_ts", f"ts {ts:.3f} is more than "
                          f"{cfg.max_jump_s:g} s ahead of the venue clock", tr, sources, i)
             return None
@@ -342,18 +342,13 @@ class PartitionState:
                 self._count("duplicates", 1)
                 return None
         if len(held) >= MAX_HELD:
-            old, old_source = held.pop(0)
-            self._reject(rejected, "future_ts", f"ts {old.ts:.3f} is more than "
-                         f"{cfg.max_future_s:g} s ahead of the venue clock (not confirmed "
-                         f"within {MAX_HELD} trades)", old,
-                         [old_source] if old_source is not None else None, 0)
+            self._drop_held(rejected, *held.pop(0), f"not confirmed within {MAX_HELD} trades")
         held.append((tr, dict(sources[i]) if sources is not None else None))
         self._count("held", 1)
         if len(held) < cfg.clock_quorum:
             return None
         if len({t.instrument for t, _ in held}) < 2:
             # one instrument confirms alone only when no other established one could contradict
-            slot = self.slots.get(key)
             mine = slot is not None and slot.n >= cfg.clock_quorum
             if vc.established - mine > 0:
                 return None
@@ -363,15 +358,18 @@ class PartitionState:
         self._count("time_jumps", 1)
         return out
 
-    def _refute(self, vc: VenueClock, ts: float, rejected: list[Rejected]) -> None:
-        """A trade at the venue's old time: the held ones were not a jump (dead letters)."""
+    def _refute(self, vc: VenueClock, why: str, rejected: list[Rejected]) -> None:
+        """The held trades were not a jump (a trade at the venue's old time came next, or the
+        input ended): dead letters."""
         held, vc.held = vc.held, []
-        why = ("the input ended before other trades confirmed it" if math.isnan(ts)
-               else f"the venue's next trade was at {ts:.3f}")
         for tr, source in held:
-            self._reject(rejected, "future_ts", f"ts {tr.ts:.3f} is more than "
-                         f"{self.config.max_future_s:g} s ahead of the venue clock ({why})", tr,
-                         [source] if source is not None else None, 0)
+            self._drop_held(rejected, tr, source, why)
+
+    def _drop_held(self, rejected: list[Rejected], tr: Trade, source: dict[str, Any] | None,
+                   why: str) -> None:
+        self._reject(rejected, "future_ts", f"ts {tr.ts:.3f} is more than "
+                     f"{self.config.max_future_s:g} s ahead of the venue clock ({why})", tr,
+                     [source] if source is not None else None, 0)
 
     def _bulk(self, run: Sequence[Trade], key: Key, slot: Slot, vc: VenueClock,
               groups: dict[Key, list[list[Any]]], wall_limit: float) -> float | None:
@@ -608,7 +606,8 @@ class PartitionState:
         for venue in sorted(self.clocks):
             vc = self.clocks[venue]
             if vc.held:
-                self._refute(vc, math.nan, rejected if rejected is not None else [])
+                self._refute(vc, "the input ended before other trades confirmed it",
+                             rejected if rejected is not None else [])
         ticks: dict[str, list[list[Any]]] = {}
         for key in sorted(self.slots):
             slot = self.slots[key]

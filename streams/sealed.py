@@ -32,9 +32,10 @@ def seal(key: bytes, payload: bytes) -> bytes:
     return TAG + hmac.new(key, payload, hashlib.sha256).digest() + payload
 
 
-def unseal(key: bytes, value: bytes | None) -> bytes | None:
-    """The payload of a sealed ``value``; ``None`` if it is not sealed with ``key``."""
-    if not value or len(value) < len(TAG) + _MAC or not value.startswith(TAG):
+def unseal(key: bytes | None, value: bytes | None) -> bytes | None:
+    """The payload of a sealed ``value``; ``None`` if it is not sealed with ``key`` (or there is
+    no key to check it with)."""
+    if key is None or not value or len(value) < len(TAG) + _MAC or not value.startswith(TAG):
         return None
     mac, payload = value[len(TAG):len(TAG) + _MAC], value[len(TAG) + _MAC:]
     if not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from detectors.registry import AgentBook
-from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import encode
 from streams.member import CheckpointCounters, CheckpointedMember, rebalance_listener
 from streams.outputs import DeliveryError, KafkaSink, Record, halt_record
@@ -47,9 +46,7 @@ class VenueWorker(CheckpointedMember):
         #: every registry entry read (bounded), for partitions assigned or rolled back later
         self.agents = AgentBook()
         self.bad_agents = 0
-        #: only ``flows`` records sealed with this key are read (streams.sealed); the others
-        #: are counted here
-        self.flows_key = b""
+        #: ``flows`` records not sealed with the deployment's key (``key``): ignored
         self.unsealed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -61,10 +58,7 @@ class VenueWorker(CheckpointedMember):
                                     max_request_size=max(s.max_message_bytes, 1 << 20) + 4096)
         await producer.start()
         self.sink = KafkaSink(producer)
-        self.flows_key = checkpoint_key(s.data_dir, s.checkpoint_key)
-        self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
-                                     group=s.group_id + ".venue", source_topic=topics.flows,
-                                     key=self.flows_key, send=self.sink.send_one)
+        store = self.open_store(s.group_id + ".venue", self.sink.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.brokers, group_id=s.group_id + ".venue", enable_auto_commit=False,
@@ -72,7 +66,7 @@ class VenueWorker(CheckpointedMember):
             heartbeat_interval_ms=max(1000, session_ms // 10), max_poll_interval_ms=600_000)
         await consumer.start()
         parts = consumer.partitions_for_topic(topics.checkpoints)
-        self.store.partitions = len(parts) if parts else 1
+        store.partitions = len(parts) if parts else 1
         inputs = consumer.partitions_for_topic(topics.trades)
         self.trades_partitions = len(inputs) if inputs else 1
         registry: Any = None
@@ -141,7 +135,7 @@ class VenueWorker(CheckpointedMember):
             return
         out = VenueOutput()
         for r in fresh:
-            payload = unseal(self.flows_key, r.value)
+            payload = unseal(self.key, r.value)
             if payload is None:
                 self.unsealed += 1
                 if self.unsealed == 1:

@@ -33,7 +33,6 @@ from typing import Any
 import msgspec
 
 from streams.app_messages import RawMessage, decode_messages
-from streams.checkpoint import CheckpointStore, checkpoint_key
 from streams.contracts import Rejected
 from streams.heartbeat import send_heartbeat
 from streams.member import CheckpointCounters, CheckpointedMember, rebalance_listener
@@ -75,8 +74,6 @@ class Worker(CheckpointedMember):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surveil-engine")
         self.inflight: dict[int, list[asyncio.Future[None]]] = {}
         self.ready = asyncio.Event()
-        #: seals stage 2's input (streams.sealed); the checkpoints' key, read when run starts
-        self.flows_key: bytes | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,10 +86,7 @@ class Worker(CheckpointedMember):
         await producer.start()
         kafka = KafkaSink(producer)
         self.sink = self.sink or kafka
-        self.flows_key = checkpoint_key(s.data_dir, s.checkpoint_key)
-        self.store = CheckpointStore(bootstrap=s.brokers, topic=topics.checkpoints,
-                                     group=s.group_id, source_topic=topics.trades,
-                                     key=self.flows_key, send=kafka.send_one)
+        store = self.open_store(s.group_id, kafka.send_one)
         session_ms = int(s.session_timeout_s * 1000)
         consumer = self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.brokers, group_id=s.group_id, enable_auto_commit=False,
@@ -102,7 +96,7 @@ class Worker(CheckpointedMember):
             max_poll_interval_ms=600_000)
         await consumer.start()
         parts = consumer.partitions_for_topic(topics.checkpoints)
-        self.store.partitions = len(parts) if parts else 1
+        store.partitions = len(parts) if parts else 1
         consumer.subscribe([topics.trades], listener=rebalance_listener(self))
         # runtime settings: read to the end before the first trade, then kept up with
         config = AIOKafkaConsumer(topics.config, bootstrap_servers=s.brokers,
@@ -173,7 +167,7 @@ class Worker(CheckpointedMember):
         if rejected:
             assert self.sink is not None
             await self.sink.deliver(to_records(self.settings, EngineOutput(), rejected,
-                                               flows_key=self.flows_key))
+                                               flows_key=self.key))
 
     async def _final_checkpoint(self) -> None:
         await self.checkpoint_all()
@@ -203,7 +197,7 @@ class Worker(CheckpointedMember):
         # is committed) before they have all come back
         try:
             confirm = await self.sink.submit(to_records(self.settings, out, rejected,
-                                                        flows_key=self.flows_key))
+                                                        flows_key=self.key))
         except DeliveryError as exc:
             log.warning("partition %d: results not handed over (%s); rolling back to the last "
                         "checkpoint", p, exc)
@@ -253,7 +247,7 @@ class Worker(CheckpointedMember):
             return
         try:
             assert self.sink is not None
-            await self.sink.deliver(to_records(self.settings, out, flows_key=self.flows_key))
+            await self.sink.deliver(to_records(self.settings, out, flows_key=self.key))
         except DeliveryError as exc:
             log.warning("heartbeat results not delivered (%s); rolling back", exc)
             for p in sorted(self.engine.partitions):

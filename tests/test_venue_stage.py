@@ -201,10 +201,10 @@ def test_stage2_reads_only_flows_records_sealed_with_the_deployments_key(tmp_pat
     assert blind.report()["windows.late"] > 0
 
     worker = VenueWorker(Settings(data_dir=tmp_path))
-    worker.sink, worker.flows_key = MemorySink(), b"k" * 32  # type: ignore[assignment]
+    worker.sink, worker.key = MemorySink(), b"k" * 32  # type: ignore[assignment]
     worker.start_fresh(0, 0)
     values = [forged, seal(b"another deployment's key", forged)]
-    values += [seal(worker.flows_key, r) for r in records]
+    values += [seal(worker.key, r) for r in records]
     asyncio.run(worker._handle(0, [SimpleNamespace(offset=i, value=v)
                                    for i, v in enumerate(values)]))
     assert worker.unsealed == 2
